@@ -1,0 +1,319 @@
+"""Experiment configuration: YAML -> typed dataclasses -> constructors.
+
+One flow for every entry point::
+
+    cfg = load_config("configs/demo.yaml", overrides=["train.steps=100"])
+    net = MOSSNet(**cfg.model.to_dict())
+
+Unknown keys, wrong types and impossible values raise :class:`ConfigError`
+naming the file and the dotted key at fault. YAML is read with
+``yaml.safe_load`` only: nothing in a config file can execute code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from moss_tf.data.config import DataConfig
+from moss_tf.errors import ConfigError
+
+__all__ = [
+    "ConfigError",
+    "ExperimentConfig",
+    "ModelConfig",
+    "SemiConfig",
+    "TrainConfig",
+    "config_from_dict",
+    "load_config",
+    "parse_override",
+    "save_config",
+]
+
+
+class Section:
+    """Mix-in for config dataclasses: dict round trip and value checks."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self, where: str) -> None:
+        """Raise ConfigError for impossible values; ``where`` is the key prefix."""
+
+
+def _check(condition: bool, where: str, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{where}.{key}: {message}" if where else f"{key}: {message}")
+
+
+@dataclass
+class ModelConfig(Section):
+    """The network's hyper-parameters; keys equal ``MOSSNet`` arguments.
+
+    Official names (SPEC.md §1) in brackets: base_channels (ngf), channel_step
+    (delta), num_stages (num_blocks), num_resampling_stages (num_scales),
+    blocks_per_stage (num_layers), memory_items (kdim), memory_decay
+    (moving_average_rate).
+    """
+
+    base_channels: int = 16
+    channel_step: int = 16
+    num_stages: int = 5
+    num_resampling_stages: int = 3
+    blocks_per_stage: int = 4
+    memory_items: int = 512
+    memory_decay: float = 0.999
+    use_memory: bool = True
+    use_skip: bool = True
+    gate_keep_probability: float = 0.8
+
+    def validate(self, where: str) -> None:
+        for key in ("base_channels", "channel_step", "num_stages", "blocks_per_stage"):
+            _check(getattr(self, key) >= 1, where, key, "must be >= 1")
+        _check(self.memory_items >= 1, where, "memory_items", "must be >= 1")
+        _check(
+            0 <= self.num_resampling_stages <= self.num_stages,
+            where,
+            "num_resampling_stages",
+            f"must be in [0, num_stages={self.num_stages}]",
+        )
+        _check(0.0 <= self.memory_decay <= 1.0, where, "memory_decay", "must be in [0, 1]")
+        _check(
+            0.0 < self.gate_keep_probability <= 1.0,
+            where,
+            "gate_keep_probability",
+            "must be in (0, 1]",
+        )
+
+
+@dataclass
+class TrainConfig(Section):
+    """Optimisation, logging and checkpointing for both stages."""
+
+    steps: int = 300
+    batch_size: int = 8
+    crop_size: int = 64
+    learning_rate: float = 2e-4
+    seed: int = 0
+    log_every: int = 10
+    validate_every: int = 100
+    checkpoint_every: int = 100
+    image_every: int = 100
+    devices: list[str] = field(default_factory=list)
+    mixed_precision: bool = False
+    jit_compile: bool = False
+
+    def validate(self, where: str) -> None:
+        for key in ("steps", "batch_size", "log_every", "validate_every", "checkpoint_every"):
+            _check(getattr(self, key) >= 1, where, key, "must be >= 1")
+        _check(self.image_every >= 0, where, "image_every", "must be >= 0 (0 = never)")
+        _check(
+            self.crop_size >= 8 and self.crop_size % 8 == 0,
+            where,
+            "crop_size",
+            f"must be a multiple of 8 and >= 8, got {self.crop_size}",
+        )
+        _check(self.learning_rate > 0, where, "learning_rate", "must be > 0")
+
+
+@dataclass
+class SemiConfig(Section):
+    """Stage ``semi`` (Algorithm 2) settings; SPEC.md §2."""
+
+    steps: int | None = None
+    supervised_weight: float = 10.0
+    unsupervised_weight: float = 1.0
+    tv_weight: float = 0.001
+    target_decay: float = 0.999
+    density_range: list[float] = field(default_factory=lambda: [0.5, 1.1])
+    self_training: bool = True
+
+    def validate(self, where: str) -> None:
+        if self.steps is not None:
+            _check(self.steps >= 1, where, "steps", "must be >= 1 or null")
+        for key in ("supervised_weight", "unsupervised_weight", "tv_weight"):
+            _check(getattr(self, key) >= 0, where, key, "must be >= 0")
+        _check(0.0 <= self.target_decay <= 1.0, where, "target_decay", "must be in [0, 1]")
+        _check(
+            len(self.density_range) == 2 and 0 <= self.density_range[0] <= self.density_range[1],
+            where,
+            "density_range",
+            f"must be [low, high] with 0 <= low <= high, got {self.density_range}",
+        )
+
+
+@dataclass
+class ExperimentConfig(Section):
+    """A whole experiment: one YAML file."""
+
+    name: str = "experiment"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    semi: SemiConfig = field(default_factory=SemiConfig)
+
+    def validate(self, where: str = "") -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if dataclasses.is_dataclass(value):
+                value.validate(f.name)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
+
+
+def _build(cls: type, values: Any, prefix: str) -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys."""
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown key {where}{unknown[0]}"
+            + (f" (and {', '.join(unknown[1:])})" if len(unknown) > 1 else "")
+            + f"; known keys{' of ' + prefix if prefix else ''}: {', '.join(sorted(known))}"
+        )
+    kwargs = {
+        name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in values.items()
+    }
+    return cls(**kwargs)
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> dict[str, Any]:
+    """Turn ``"train.steps=100"`` into ``{"train": {"steps": 100}}``.
+
+    The value is parsed as YAML (``1e-4``, ``true``, ``[0.5, 1.1]``, ``null``).
+    """
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.steps=100")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: bad key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {text!r}: value is not valid YAML ({err})") from None
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = key.split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+def config_from_dict(values: dict[str, Any], overrides: list[str] | tuple = ()) -> ExperimentConfig:
+    """Build and validate an :class:`ExperimentConfig` from a plain mapping."""
+    for text in overrides:
+        values = _merge(values, parse_override(text))
+    cfg = _build(ExperimentConfig, values, "")
+    cfg.validate()
+    return cfg
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple = ()) -> ExperimentConfig:
+    """Read a YAML experiment file, apply ``KEY=VALUE`` overrides, validate.
+
+    Raises:
+        ConfigError: naming ``path`` and the key at fault.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
+    try:
+        values = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    values.setdefault("name", path.stem)
+    try:
+        return config_from_dict(values, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    """Write the resolved config as YAML (loadable by :func:`load_config`)."""
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")

@@ -1,0 +1,1 @@
+"""Data: folder layouts, image decoding, rain synthesis and tf.data pipelines."""
