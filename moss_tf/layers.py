@@ -96,7 +96,7 @@ class ResidualBlock(keras.layers.Layer):
         if self.upsample:
             shape = [shape[0], None, None, shape[3]]
         self.conv1.build(shape)
-        self.conv2.build(shape[:3] + [max(self.in_channels, self.out_channels)])
+        self.conv2.build([*shape[:3], max(self.in_channels, self.out_channels)])
         if self.shortcut is not None:
             self.shortcut.build(shape)
 
