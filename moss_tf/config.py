@@ -132,6 +132,10 @@ class SemiConfig(Section):
     tv_weight: float = 0.001
     target_decay: float = 0.999
     density_range: list[float] = field(default_factory=lambda: [0.5, 1.1])
+    # Shuffle the rain layers over the 4x batch (Eq. 9). False keeps each
+    # background with the rain at its own position, which makes a run on N
+    # replicas match one replica bit for bit (used by the tests).
+    shuffle_rain: bool = True
     self_training: bool = True
 
     def validate(self, where: str) -> None:
