@@ -53,7 +53,7 @@ def plot_rank_n(results: StudyResults) -> Figure:
     axes.set_ylabel("rank-n score (%)")
     axes.set_ylim(0, 105)
     axes.set_title(f"Eq. (1) over N = {results.images_with_votes} images with votes")
-    axes.legend(loc="upper left", fontsize="small")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize="small")
     return figure
 
 
