@@ -21,15 +21,21 @@ Community convention (PReNet, Restormer, DRSformer tables), keys ``psnr_y`` /
     K2 = 0.03, population covariance, mean of the "valid" map), which is what
     ``tf.image.ssim`` computes on one channel.
 
+Network outputs become uint8 as each convention's reference code makes
+them: truncation for the paper numbers, rounding for the community numbers
+(:func:`image_metrics` does this). Pixels that came from uint8 files (clean
+references, rainy inputs) are always rounded, which recovers them exactly.
+
 Both SSIMs share one implementation (:func:`ssim` with a window choice) and
 run in float64 TensorFlow, so the numbers agree with float64 NumPy and
 scikit-image to ~1e-12.
 
 Example::
 
-    out = to_uint8(net(rainy, training=False), truncate=True)   # [-1, 1] -> [0, 255]
-    ref = to_uint8(clean, truncate=False)
-    image_metrics(out, ref)   # {"psnr_rgb": ..., "ssim_rgb": ..., "psnr_y": ..., "ssim_y": ...}
+    derained = net(rainy, training=False)                      # [-1, 1]
+    image_metrics(derained, clean, network_output=True)
+    # {"psnr_rgb": ..., "ssim_rgb": ..., "psnr_y": ..., "ssim_y": ...}
+    psnr_rgb(to_uint8(derained, truncate=True), to_uint8(clean, truncate=False))
 """
 
 from __future__ import annotations
@@ -216,20 +222,30 @@ def ssim_y(a, b):
     return ssim(rgb_to_y(a), rgb_to_y(b), window="gaussian11")
 
 
-def image_metrics(restored, reference) -> dict[str, float | np.ndarray]:
-    """All four numbers of SPEC.md §4 for uint8 RGB images in [0, 255].
+def image_metrics(restored, clean, *, network_output: bool) -> dict[str, float | np.ndarray]:
+    """All four numbers of SPEC.md §4, each quantised as its convention's code does.
 
     Args:
-        restored: uint8 ``[H, W, 3]`` or ``[B, H, W, 3]`` (derained or rainy).
-        reference: uint8 clean images of the same shape.
+        restored: float ``[H, W, 3]`` or ``[B, H, W, 3]`` in [-1, 1]: a network
+            output, or a rainy input decoded from a uint8 file.
+        clean: the clean references, same shape, in [-1, 1] (decoded from uint8).
+        network_output: ``True`` for network outputs: the RGB (paper) numbers
+            use the released MOSS code's truncation, the Y (community) numbers
+            rounding, as outputs saved with ``img_as_ubyte`` and read by the
+            MATLAB scripts are. ``False`` for pixels that came from a file
+            (rainy inputs): both conventions round, recovering the stored
+            values exactly.
 
     Returns:
         ``{"psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y"}``: floats for one image,
         float64 ``[B]`` arrays for a batch.
     """
+    reference = to_uint8(clean, truncate=False)
+    rounded = to_uint8(restored, truncate=False)
+    paper = to_uint8(restored, truncate=True) if network_output else rounded
     return {
-        "psnr_rgb": psnr_rgb(restored, reference),
-        "ssim_rgb": ssim_rgb(restored, reference),
-        "psnr_y": psnr_y(restored, reference),
-        "ssim_y": ssim_y(restored, reference),
+        "psnr_rgb": psnr_rgb(paper, reference),
+        "ssim_rgb": ssim_rgb(paper, reference),
+        "psnr_y": psnr_y(rounded, reference),
+        "ssim_y": ssim_y(rounded, reference),
     }

@@ -134,3 +134,20 @@ def test_bad_inputs_say_what_is_wrong():
         metrics.psnr_rgb(noisy[0], clean[0, :-1])
     with pytest.raises(ValueError, match="at least 11x11"):
         metrics.ssim_y(noisy[0, :10], clean[0, :10])
+
+
+def test_image_metrics_quantise_each_convention_as_its_reference_code():
+    noisy, clean = _pair(5)
+    clean_m = clean / 127.5 - 1.0
+    # A network output slightly below each level: truncation drops it one level, rounding not.
+    output = (noisy.astype(np.float64) - 0.2) / 127.5 - 1.0
+    got = metrics.image_metrics(output, clean_m, network_output=True)
+    assert set(got) == set(metrics.METRIC_KEYS)
+    truncated = np.clip(noisy.astype(np.int64) - 1, 0, 255).astype(np.uint8)
+    np.testing.assert_allclose(got["psnr_rgb"], metrics.psnr_rgb(truncated, clean), atol=1e-12)
+    np.testing.assert_allclose(got["ssim_rgb"], metrics.ssim_rgb(truncated, clean), atol=1e-12)
+    np.testing.assert_allclose(got["psnr_y"], metrics.psnr_y(noisy, clean), atol=1e-12)
+    np.testing.assert_allclose(got["ssim_y"], metrics.ssim_y(noisy, clean), atol=1e-12)
+    # Pixels read from a file (rainy inputs) are recovered exactly in both conventions.
+    rainy = metrics.image_metrics(noisy / 127.5 - 1.0, clean_m, network_output=False)
+    np.testing.assert_allclose(rainy["psnr_rgb"], metrics.psnr_rgb(noisy, clean), atol=1e-12)
