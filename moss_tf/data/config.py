@@ -1,23 +1,348 @@
-"""Data section of the experiment config (owned by the data pipeline)."""
+"""The ``data:`` section of an experiment config.
+
+Where labeled pairs, unlabeled rainy images and test pairs come from, and how
+rain is synthesised. With no dataset given (all defaults), the built-in demo
+data is used: scikit-image's bundled photographs with synthetic rain, no
+download and no ``../shared``.
+
+Sources, by key (paths are folders or file lists, see :mod:`moss_tf.data.layouts`):
+
+* ``labeled.pairs``: rainy/clean pairs in any paired layout;
+  ``labeled.fraction`` keeps labels on that fraction (split by
+  ``split_seed``) and the rainy inputs of the rest join the unlabeled set.
+* ``labeled.clean``: clean images; rainy inputs synthesised with
+  ``labeled.rain``; ``labeled.holdout`` images are held out for test pairs.
+* ``unlabeled.rainy``: real rainy images (no clean targets).
+* ``unlabeled.clean``: clean images with rain ``unlabeled.rain`` added (a
+  synthetic "real" domain); the clean images are never shown to training.
+* ``test``: test pairs in any paired layout; replaces the synthesised splits.
+
+``clean: builtin`` names the bundled photographs; leaving both ``pairs`` and
+``clean`` unset means ``builtin`` too.
+
+Relative paths are resolved against the current directory first, then the
+repository root (the folder that holds ``configs/``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from moss_tf.errors import ConfigError
+
+__all__ = [
+    "BUILTIN",
+    "RAIN_PRESETS",
+    "DataConfig",
+    "LabeledConfig",
+    "RainConfig",
+    "UnlabeledConfig",
+    "resolve_path",
+]
+
+BUILTIN = "builtin"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+# Rain presets. Lengths and widths are in pixels of the image being rained on
+# (rain is drawn on the crop at native resolution); angles in degrees from
+# vertical, positive = the top of a streak leans right; intensities and haze
+# in [0, 1]. ``light``/``heavy`` are general purpose; ``fine_vertical`` and
+# ``slanted_haze`` are the two deliberately different styles of the built-in
+# demo (labeled domain A, target domain B).
+RAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "light": {
+        "density": 0.004,
+        "length": [10.0, 25.0],
+        "width": [1.0, 1.5],
+        "angle": [-10.0, 10.0],
+        "intensity": [0.3, 0.6],
+        "haze": [0.0, 0.0],
+        "blend": "screen",
+    },
+    "heavy": {
+        "density": 0.02,
+        "length": [20.0, 45.0],
+        "width": [1.5, 2.5],
+        "angle": [-20.0, 20.0],
+        "intensity": [0.5, 0.9],
+        "haze": [0.1, 0.3],
+        "blend": "screen",
+    },
+    "fine_vertical": {
+        "density": 0.008,
+        "length": [15.0, 35.0],
+        "width": [1.0, 1.5],
+        "angle": [-5.0, 5.0],
+        "intensity": [0.4, 0.8],
+        "haze": [0.0, 0.0],
+        "blend": "screen",
+    },
+    "slanted_haze": {
+        "density": 0.006,
+        "length": [10.0, 20.0],
+        "width": [1.5, 2.5],
+        "angle": [25.0, 40.0],
+        "intensity": [0.25, 0.5],
+        "haze": [0.15, 0.35],
+        "blend": "add",
+    },
+}
+
+# Streak-layer compositing defaults, shared by all presets (used only when
+# ``streaks`` names a folder).
+_STREAK_DEFAULTS: dict[str, Any] = {
+    "streak_scale": [0.75, 1.5],
+    "streak_rotation": [-10.0, 10.0],
+    "streak_intensity": [0.6, 1.0],
+}
+
+_RANGE_KEYS = ("length", "width", "angle", "intensity", "haze")
+_STREAK_RANGE_KEYS = ("streak_scale", "streak_rotation", "streak_intensity")
+BLENDS = ("screen", "add")
+BAD_IMAGE_POLICIES = ("error", "skip")
+
+
+def _fail(where: str, key: str, message: str) -> None:
+    raise ConfigError(f"{where}.{key}: {message}" if where else f"{key}: {message}")
+
+
+def _check_range(values: list[float], where: str, key: str, low: float, high: float) -> None:
+    if len(values) != 2 or not (low <= values[0] <= values[1] <= high):
+        _fail(where, key, f"must be [min, max] with {low} <= min <= max <= {high}, got {values}")
+
+
+@dataclass
+class RainConfig:
+    """Synthetic rain: procedural streaks and/or composited streak-layer images.
+
+    ``preset`` fills every key left unset (``null``); keys given explicitly win.
+    After construction all keys hold concrete values, so a saved config
+    shows exactly what was used.
+
+    Attributes:
+        preset: ``light``, ``heavy``, ``fine_vertical`` or ``slanted_haze``.
+        density: probability that a pixel starts a procedural streak
+            (0 = no procedural streaks), e.g. 0.004 light ... 0.02 heavy.
+        length: [min, max] streak length in pixels, drawn per image.
+        width: [min, max] streak thickness in pixels, drawn per image.
+        angle: [min, max] degrees from vertical (positive leans right), per image.
+        intensity: [min, max] streak brightness in [0, 1], per streak.
+        haze: [min, max] strength in [0, 1] of a bright veil (rain
+            accumulation) blended over the image before the streaks.
+        blend: ``screen`` (``1 - (1-I)(1-R)``, never saturates abruptly) or
+            ``add`` (``clip(I + R, 0, 1)``).
+        streaks: folder (or list file) of streak-layer images, white streaks on
+            black (e.g. Garg & Nayar's); ``null`` = procedural streaks only.
+        streak_scale: [min, max] zoom applied to a layer.
+        streak_rotation: [min, max] degrees a layer is rotated by.
+        streak_intensity: [min, max] factor on a layer's brightness.
+    """
+
+    preset: str = "light"
+    density: float | None = None
+    length: list[float] | None = None
+    width: list[float] | None = None
+    angle: list[float] | None = None
+    intensity: list[float] | None = None
+    haze: list[float] | None = None
+    blend: str | None = None
+    streaks: str | None = None
+    streak_scale: list[float] | None = None
+    streak_rotation: list[float] | None = None
+    streak_intensity: list[float] | None = None
+
+    def __post_init__(self) -> None:
+        # An unknown preset is reported by validate(), which knows the key path.
+        defaults = {**_STREAK_DEFAULTS, **RAIN_PRESETS.get(self.preset, {})}
+        for key, value in defaults.items():
+            if getattr(self, key) is None:
+                setattr(self, key, list(value) if isinstance(value, list) else value)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self, where: str) -> None:
+        if self.preset not in RAIN_PRESETS:
+            _fail(
+                where, "preset", f"unknown preset {self.preset!r}; known: {', '.join(RAIN_PRESETS)}"
+            )
+        if not 0.0 <= self.density <= 0.5:
+            _fail(where, "density", f"must be in [0, 0.5], got {self.density}")
+        _check_range(self.length, where, "length", 1.0, 512.0)
+        _check_range(self.width, where, "width", 0.5, 32.0)
+        _check_range(self.angle, where, "angle", -90.0, 90.0)
+        _check_range(self.intensity, where, "intensity", 0.0, 1.0)
+        _check_range(self.haze, where, "haze", 0.0, 1.0)
+        if self.blend not in BLENDS:
+            _fail(where, "blend", f"must be one of {', '.join(BLENDS)}, got {self.blend!r}")
+        _check_range(self.streak_scale, where, "streak_scale", 0.05, 20.0)
+        _check_range(self.streak_rotation, where, "streak_rotation", -180.0, 180.0)
+        _check_range(self.streak_intensity, where, "streak_intensity", 0.0, 4.0)
+        if self.density == 0.0 and self.streaks is None:
+            _fail(where, "density", "is 0 and no streaks folder is set: this rain adds nothing")
+
+
+def _style_a() -> RainConfig:
+    return RainConfig(preset="fine_vertical")
+
+
+def _style_b() -> RainConfig:
+    return RainConfig(preset="slanted_haze")
+
+
+@dataclass
+class LabeledConfig:
+    """Labeled rainy/clean pairs: real pairs (``pairs``) or clean images plus rain.
+
+    Attributes:
+        pairs: paired folder in any supported layout, or a pair list file.
+        fraction: share of ``pairs`` that keeps its labels, in (0, 1]
+            (default 1). The split is by ``data.split_seed``; the rainy inputs
+            of the other pairs join the unlabeled set (the paper's Rain200H
+            10% / 40% protocol).
+        clean: folder or list of clean images, or ``builtin``; rainy inputs
+            are synthesised on the fly with ``rain``.
+        holdout: number of ``clean`` images held out (by ``data.split_seed``)
+            to synthesise test pairs when ``data.test`` is unset (default 0).
+            The built-in data has a fixed held-out set instead.
+        rain: rain added to ``clean`` (default preset ``fine_vertical``).
+    """
+
+    pairs: str | None = None
+    fraction: float = 1.0
+    clean: str | None = None
+    holdout: int = 0
+    rain: RainConfig = field(default_factory=_style_a)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def is_builtin(self) -> bool:
+        return self.pairs is None and (self.clean is None or self.clean == BUILTIN)
+
+    def validate(self, where: str) -> None:
+        if self.pairs is not None and self.clean is not None:
+            _fail(
+                where, "pairs", "set either pairs (real pairs) or clean (synthetic rain), not both"
+            )
+        if not 0.0 < self.fraction <= 1.0:
+            _fail(where, "fraction", f"must be in (0, 1], got {self.fraction}")
+        if self.fraction < 1.0 and self.pairs is None:
+            _fail(where, "fraction", "only applies to labeled.pairs")
+        if self.holdout < 0:
+            _fail(where, "holdout", f"must be >= 0, got {self.holdout}")
+        if self.holdout and (self.pairs is not None or self.is_builtin):
+            _fail(where, "holdout", "only applies to a labeled.clean folder or list")
+        self.rain.validate(f"{where}.rain")
+
+
+@dataclass
+class UnlabeledConfig:
+    """Unlabeled rainy images for stage ``semi``.
+
+    Attributes:
+        rainy: folder or list file of real rainy photographs.
+        clean: folder or list of clean images, or ``builtin``: rain ``rain``
+            is added and the clean image thrown away (a synthetic target domain).
+        rain: rain for ``clean`` (default preset ``slanted_haze``, unlike the
+            labeled default, so the two domains differ).
+
+    With neither set, the unlabeled set is: the built-in photographs when the
+    labeled data is built-in, otherwise only the inputs left over by
+    ``labeled.fraction`` (and an error if there are none).
+    """
+
+    rainy: str | None = None
+    clean: str | None = None
+    rain: RainConfig = field(default_factory=_style_b)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def validate(self, where: str) -> None:
+        if self.rainy is not None and self.clean is not None:
+            _fail(
+                where, "rainy", "set either rainy (real photos) or clean (synthetic rain), not both"
+            )
+        self.rain.validate(f"{where}.rain")
 
 
 @dataclass
 class DataConfig:
-    """Where labeled, unlabeled and test images come from.
+    """Where labeled, unlabeled and test images come from (defaults: built-in demo data).
 
-    Placeholder: the data pipeline fills this in.
+    Attributes:
+        labeled: see :class:`LabeledConfig`.
+        unlabeled: see :class:`UnlabeledConfig`.
+        test: test pairs in any paired layout (``--set data.test=PATH``); when
+            set it replaces the synthesised test splits. A folder whose
+            sub-folders are paired layouts gives one split per sub-folder.
+        on_bad_image: ``error`` (default) raises an ImageError naming the file;
+            ``skip`` logs one warning per file plus a count and goes on. Covers
+            unreadable files, pairs of different sizes, missing partners and
+            training images smaller than the crop.
+        split_seed: seed of the labeled-fraction split and the hold-out choice
+            (default 0), independent of the training seed.
+        max_side: training images whose longer side exceeds this are
+            downscaled on load so memory stays bounded (default 1024, ``null``
+            = never). Test images are never resized.
+        memory_limit_mb: decoded training images are held in memory; more
+            than this many megabytes is refused with an error that says what
+            to change (default 8192).
     """
 
+    labeled: LabeledConfig = field(default_factory=LabeledConfig)
+    unlabeled: UnlabeledConfig = field(default_factory=UnlabeledConfig)
     test: str | None = None
+    on_bad_image: str = "error"
+    split_seed: int = 0
+    max_side: int | None = 1024
+    memory_limit_mb: int = 8192
 
-    def to_dict(self) -> dict:
-        import dataclasses
-
+    def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def validate(self, where: str) -> None:
-        """Raise ConfigError for impossible values."""
+    def validate(self, where: str = "data") -> None:
+        """Raise ConfigError, naming ``where.key``, for impossible values."""
+        self.labeled.validate(f"{where}.labeled")
+        self.unlabeled.validate(f"{where}.unlabeled")
+        if self.labeled.fraction < 1.0 and self.unlabeled.clean is not None:
+            _fail(
+                where,
+                "unlabeled.clean",
+                "cannot be combined with labeled.fraction < 1 (whose leftover inputs are "
+                "the unlabeled set); use unlabeled.rainy to add real rainy photos instead",
+            )
+        if self.on_bad_image not in BAD_IMAGE_POLICIES:
+            _fail(
+                where,
+                "on_bad_image",
+                f"must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {self.on_bad_image!r}",
+            )
+        if self.max_side is not None and self.max_side < 16:
+            _fail(where, "max_side", f"must be >= 16 or null, got {self.max_side}")
+        if self.memory_limit_mb < 1:
+            _fail(where, "memory_limit_mb", f"must be >= 1, got {self.memory_limit_mb}")
+
+
+def resolve_path(value: str, key: str) -> Path:
+    """Find the file or folder a config value names.
+
+    Relative paths are tried against the current directory, then the
+    repository root, so ``../shared/data/x`` works from the repository root
+    and from an installed checkout alike.
+
+    Raises:
+        ConfigError: naming ``key`` and every location tried.
+    """
+    path = Path(value).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path, REPO_ROOT / path]
+    for candidate in candidates:
+        if candidate.exists():
+            return candidate.resolve()
+    tried = " or ".join(str(c.resolve()) for c in dict.fromkeys(candidates))
+    raise ConfigError(f"{key}: {value!r} not found (looked for {tried})")

@@ -1,0 +1,198 @@
+"""Reading image files as they come from real folders.
+
+Every image the project reads goes through :func:`read_image`, so a rainy
+photo, a clean target and a streak layer are decoded the same way: RGB uint8
+in [0, 255], EXIF orientation applied, exotic modes normalised (see the
+docstring for the exact rules). Problems raise :class:`ImageError` naming the
+file, never a bare Pillow traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from moss_tf.data.errors import DataError, ImageError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "image_size",
+    "list_images",
+    "natural_key",
+    "read_image",
+]
+
+#: File name endings treated as images (case-insensitive).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+#: Images with more pixels than this are refused as likely decompression bombs
+#: (a 16k x 16k photo still passes). Decoding one such image needs ~0.8 GB.
+MAX_PIXELS = 16384 * 16384
+
+_BACKGROUND = 255  # transparent pixels become white, as an image viewer shows them
+
+
+def natural_key(path: str | Path) -> list:
+    """Sort key that orders ``rain-2.png`` before ``rain-10.png``."""
+    name = Path(path).name.lower()
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """The image files directly inside ``folder``, in natural order.
+
+    Files are recognised by their ending (:data:`IMAGE_EXTENSIONS`); hidden
+    files such as macOS ``._name.png`` resource forks are ignored. Sub-folders
+    are not searched.
+
+    Raises:
+        DataError: ``folder`` does not exist or is not a folder.
+
+    Example::
+
+        for path in list_images("my_rainy_photos"):
+            image = read_image(path)  # uint8 [H, W, 3] in [0, 255]
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"{folder}: not a folder" if folder.exists() else f"{folder}: not found")
+    return sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") and p.is_file()
+        ),
+        key=natural_key,
+    )
+
+
+def _open(path: Path) -> Image.Image:
+    """Open ``path`` lazily (header only) with a clear error for non-images."""
+    if not path.is_file():
+        raise ImageError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            # We apply our own pixel limit below; Pillow's warning would only add noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: too many pixels (limit {MAX_PIXELS:,})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file Pillow can read") from None
+    except OSError as err:
+        raise ImageError(f"{path}: cannot open ({err})") from None
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        image.close()
+        raise ImageError(
+            f"{path}: {width}x{height} has more than {MAX_PIXELS:,} pixels "
+            "(refused as a possible decompression bomb)"
+        )
+    return image
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """``(height, width)`` after EXIF orientation, read from the header only."""
+    path = Path(path)
+    with _open(path) as image:
+        width, height = image.size
+        try:
+            orientation = image.getexif().get(0x0112, 1)
+        except Exception:  # a broken EXIF block must not make the image unreadable
+            orientation = 1
+    # Orientations 5-8 swap the axes (rotations by 90 or 270 degrees).
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
+    """Normalise any Pillow mode to RGB uint8 [H, W, 3] in [0, 255]."""
+    mode = image.mode
+    if mode.startswith("I;16") or mode == "I":
+        # 16-bit grayscale (PNG/TIFF); 32-bit integer images are read as 16-bit too.
+        values = np.asarray(image, dtype=np.float64)
+        gray = np.clip(np.round(values / 257.0), 0, 255).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=-1)
+    if mode == "F":
+        # Floating-point TIFFs are taken to hold [0, 1] values.
+        gray = np.clip(np.round(np.asarray(image, dtype=np.float64) * 255.0), 0, 255)
+        return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=-1)
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode == "P" and "transparency" in image.info
+    )
+    if has_alpha:
+        rgba = np.asarray(image.convert("RGBA"), dtype=np.float32)
+        alpha = rgba[..., 3:] / 255.0
+        rgb = rgba[..., :3] * alpha + _BACKGROUND * (1.0 - alpha)
+        return np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+    if mode != "RGB":
+        image = image.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX
+    return np.asarray(image, dtype=np.uint8)
+
+
+def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
+    """Decode one image file to RGB uint8 ``[H, W, 3]`` in [0, 255].
+
+    Formats: PNG, JPEG, BMP, TIFF, WebP (anything Pillow reads). Rules:
+
+    * EXIF orientation is applied, so the array is upright as a viewer shows it.
+    * Grayscale and palette images are expanded to three equal channels.
+    * 16-bit images are scaled to 8 bits (``round(v / 257)``); float TIFFs are
+      taken to hold [0, 1] values.
+    * Transparency (RGBA, LA, palette with a transparent colour) is
+      composited over white, which is what an image viewer shows.
+    * Multi-frame files (GIF, multi-page TIFF) give their first frame.
+    * ``max_side``: when set and the longer side exceeds it, the image is
+      downscaled (area-averaging) so its longer side equals ``max_side``.
+      JPEGs are then decoded at reduced resolution, so a 40-megapixel photo
+      never occupies full-size memory. Default ``None`` keeps the full size.
+
+    Raises:
+        ImageError: naming ``path``, for a missing, empty, truncated or
+            unreadable file, or one with more than :data:`MAX_PIXELS` pixels.
+
+    Example::
+
+        rainy = read_image("rain/input1.png")  # uint8 [H, W, 3] in [0, 255]
+    """
+    path = Path(path)
+    with _open(path) as image:
+        try:
+            if max_side is not None and max(image.size) > max_side:
+                scale = max_side / max(image.size)
+                target = (
+                    max(1, round(image.size[0] * scale)),
+                    max(1, round(image.size[1] * scale)),
+                )
+                # draft() lets the JPEG decoder skip detail (1/2, 1/4, 1/8 scale)
+                # before the exact resize; a no-op for other formats.
+                image.draft("RGB", target)
+                image.load()
+                image = ImageOps.exif_transpose(image)
+                if image.size != target and max(image.size) > max_side:
+                    scale = max_side / max(image.size)
+                    target = (
+                        max(1, round(image.size[0] * scale)),
+                        max(1, round(image.size[1] * scale)),
+                    )
+                    if image.mode in ("P", "1"):
+                        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+                    image = image.resize(target, Image.Resampling.BOX)
+            else:
+                image.load()
+                image = ImageOps.exif_transpose(image)
+            array = _to_rgb_uint8(image)
+        except ImageError:
+            raise
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+            # Pillow reports truncated data as OSError("image file is truncated ...").
+            raise ImageError(f"{path}: cannot decode ({err})") from None
+    if array.ndim != 3 or array.shape[-1] != 3 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ImageError(f"{path}: decoded to an unusable array of shape {array.shape}")
+    return np.ascontiguousarray(array)

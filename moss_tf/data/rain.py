@@ -1,0 +1,195 @@
+"""Rain synthesis as TensorFlow ops, usable inside tf.data map functions.
+
+Two kinds of rain, combined by :class:`RainSynthesizer`:
+
+* procedural streaks, needing no files: sparse random seeds, each drawn out
+  into a streak by a line kernel (a motion blur of a given length, width and
+  angle), with brightness per streak;
+* streak-layer images (white streaks on black, e.g. Garg & Nayar's), placed
+  with a random position, scale and rotation and a brightness factor.
+
+An optional haze (a bright veil) is blended in first, then the rain layer is
+added by a screen or additive blend. Every random choice comes from
+stateless ops keyed by an explicit seed, so the same seed gives the same
+rain whatever the thread count or order of tf.data's parallel map.
+
+All images here are float32 in [0, 1]; the pipeline converts to [-1, 1] at
+the model boundary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import tensorflow as tf
+
+from moss_tf.data.config import RainConfig
+from moss_tf.data.pool import ImagePool
+
+__all__ = ["RainSynthesizer", "procedural_streaks", "streak_layer_rain"]
+
+# Brightness of the haze veil, drawn per image: rain haze is a light grey.
+_HAZE_LIGHT = (0.8, 0.95)
+
+
+def _uniform(seed: tf.Tensor, bounds, shape=()) -> tf.Tensor:
+    low, high = float(bounds[0]), float(bounds[1])
+    return tf.random.stateless_uniform(shape, seed=seed, minval=low, maxval=high)
+
+
+def _warp(
+    image: tf.Tensor,
+    out_height: tf.Tensor,
+    out_width: tf.Tensor,
+    angle: tf.Tensor,
+    scale: tf.Tensor | float,
+    center: tf.Tensor,
+    fill_mode: str,
+) -> tf.Tensor:
+    """Resample ``image`` [h, w, 1] onto an [H, W] grid, rotated by ``angle``.
+
+    Output pixel p reads input ``center + R(angle) (p - out_center) / scale``
+    (bilinear): a vertical input line leans right (top to the right) for a
+    positive angle. ``center`` is (x, y) in input pixels.
+    """
+    out_cx = (tf.cast(out_width, tf.float32) - 1.0) / 2.0
+    out_cy = (tf.cast(out_height, tf.float32) - 1.0) / 2.0
+    cos = tf.cos(angle) / scale
+    sin = tf.sin(angle) / scale
+    # x_in = cx + cos dx + sin dy, y_in = cy - sin dx + cos dy. Rows grow
+    # downwards, so a vertical input line shows up as "/" for a positive angle.
+    a0, a1 = cos, sin
+    b0, b1 = -sin, cos
+    transform = tf.stack(
+        [
+            a0,
+            a1,
+            center[0] - a0 * out_cx - a1 * out_cy,
+            b0,
+            b1,
+            center[1] - b0 * out_cx - b1 * out_cy,
+            0.0,
+            0.0,
+        ]
+    )
+    warped = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None],
+        transforms=transform[None],
+        output_shape=tf.stack([out_height, out_width]),
+        fill_value=0.0,
+        interpolation="BILINEAR",
+        fill_mode=fill_mode,
+    )
+    return warped[0]
+
+
+def procedural_streaks(
+    height: tf.Tensor, width: tf.Tensor, rain: RainConfig, seed: tf.Tensor
+) -> tf.Tensor:
+    """A rain layer of procedural streaks, float32 ``[H, W, 1]`` in [0, 1].
+
+    Seeds appear with probability ``rain.density`` per pixel with brightness
+    drawn from ``rain.intensity``; each is stretched by a vertical line kernel
+    (parabolic profile of ``rain.length`` pixels) and a Gaussian cross
+    profile (``rain.width`` pixels at half maximum), on a square canvas large
+    enough to cover [H, W] at any angle, which is then rotated by an angle from
+    ``rain.angle`` (degrees from vertical, positive leans right). Length, width
+    and angle are drawn once per call, as rain in one photo falls alike.
+
+    Args:
+        height, width: output size in pixels (scalars, may be dynamic).
+        rain: parameters; the kernel sizes come from its maxima (static).
+        seed: int32/int64 shape [2] stateless seed.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    angle = _uniform(seeds[0], rain.angle) * (math.pi / 180.0)
+    length = _uniform(seeds[1], rain.length)
+    thickness = _uniform(seeds[2], rain.width)
+
+    long_taps = 2 * math.ceil(rain.length[1] / 2) + 1
+    cross_taps = 2 * math.ceil(1.5 * rain.width[1]) + 1
+    steps = tf.range(long_taps, dtype=tf.float32) - long_taps // 2
+    along = tf.clip_by_value(1.0 - tf.square(steps / (length / 2.0 + 0.5)), 0.0, 1.0)
+    offsets = tf.range(cross_taps, dtype=tf.float32) - cross_taps // 2
+    sigma = thickness / 2.3548  # width is the full width at half maximum
+    across = tf.exp(-tf.square(offsets) / (2.0 * tf.square(sigma)))
+
+    height = tf.cast(height, tf.int32)
+    width = tf.cast(width, tf.int32)
+    diagonal = tf.sqrt(tf.cast(height * height + width * width, tf.float32))
+    side = tf.cast(tf.math.ceil(diagonal), tf.int32) + 2
+    # Extra margins so that streaks starting outside the canvas still reach into it.
+    seed_shape = tf.stack([side + long_taps - 1, side + cross_taps - 1])
+    starts = tf.random.stateless_uniform(seed_shape, seed=seeds[3]) < rain.density
+    brightness = _uniform(seeds[4], rain.intensity, seed_shape)
+    canvas = tf.where(starts, brightness, 0.0)[None, :, :, None]
+    canvas = tf.nn.conv2d(canvas, tf.reshape(along, [long_taps, 1, 1, 1]), 1, "VALID")
+    canvas = tf.nn.conv2d(canvas, tf.reshape(across, [1, cross_taps, 1, 1]), 1, "VALID")
+    center = (tf.cast(side, tf.float32) - 1.0) / 2.0
+    layer = _warp(canvas[0], height, width, angle, 1.0, tf.stack([center, center]), "CONSTANT")
+    return tf.clip_by_value(layer, 0.0, 1.0)
+
+
+def streak_layer_rain(
+    layers: ImagePool, height: tf.Tensor, width: tf.Tensor, rain: RainConfig, seed: tf.Tensor
+) -> tf.Tensor:
+    """One streak-layer image placed on an [H, W] grid, float32 ``[H, W, 1]`` in [0, 1].
+
+    A layer is picked at random from ``layers`` (uint8 ``[h, w, 1]``), centred
+    at a random point, zoomed by ``rain.streak_scale``, rotated by
+    ``rain.streak_rotation`` degrees and multiplied by ``rain.streak_intensity``.
+    Areas beyond the layer's border are mirrored, so small layers still cover
+    large images.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    index = tf.random.stateless_uniform([], seeds[0], 0, len(layers), dtype=tf.int32)
+    layer = tf.cast(layers.get(index), tf.float32) / 255.0
+    size = tf.cast(tf.shape(layer)[:2], tf.float32)
+    center = tf.random.stateless_uniform([2], seeds[1]) * tf.stack([size[1] - 1.0, size[0] - 1.0])
+    scale = _uniform(seeds[2], rain.streak_scale)
+    angle = _uniform(seeds[3], rain.streak_rotation) * (math.pi / 180.0)
+    placed = _warp(layer, height, width, angle, scale, center, "REFLECT")
+    return tf.clip_by_value(placed * _uniform(seeds[4], rain.streak_intensity), 0.0, 1.0)
+
+
+class RainSynthesizer:
+    """Adds rain described by a :class:`RainConfig` to clean images.
+
+    Args:
+        rain: the rain parameters (presets already resolved).
+        layers: streak-layer images (uint8 ``[h, w, 1]``) when ``rain.streaks``
+            is set, else None.
+
+    Example::
+
+        rainy = RainSynthesizer(RainConfig(preset="heavy"))(clean, seed=[0, 7])
+        # clean, rainy: float32 [H, W, 3] in [0, 1]
+    """
+
+    def __init__(self, rain: RainConfig, layers: ImagePool | None = None):
+        if rain.streaks is not None and layers is None:
+            raise ValueError("rain.streaks is set: pass the decoded streak layers")
+        self.rain = rain
+        self.layers = layers
+
+    def __call__(self, clean: tf.Tensor, seed) -> tf.Tensor:
+        """Rainy version of ``clean`` float32 ``[H, W, 3]`` in [0, 1]; same range out."""
+        rain = self.rain
+        seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
+        seeds = tf.random.experimental.stateless_split(seed, 4)
+        height, width = tf.shape(clean)[0], tf.shape(clean)[1]
+
+        haze = _uniform(seeds[0], rain.haze)
+        light = _uniform(seeds[1], _HAZE_LIGHT)
+        image = clean * (1.0 - haze) + haze * light
+
+        streaks = tf.zeros(tf.stack([height, width, 1]))
+        if rain.density > 0:
+            streaks = procedural_streaks(height, width, rain, seeds[2])
+        if self.layers is not None:
+            layer = streak_layer_rain(self.layers, height, width, rain, seeds[3])
+            streaks = 1.0 - (1.0 - streaks) * (1.0 - layer)  # screen the two layers
+
+        if rain.blend == "add":
+            return tf.clip_by_value(image + streaks, 0.0, 1.0)
+        return 1.0 - (1.0 - image) * (1.0 - streaks)  # screen: stays in [0, 1]
