@@ -1,0 +1,239 @@
+"""Export a trained network as a SavedModel that TF Serving loads.
+
+    python -m moss_tf.export --output saved_models/moss            # runs/demo
+    python -m moss_tf.export --run-dir runs/ddn_sirr --output saved_models/moss
+    python -m moss_tf.export --checkpoint runs/demo/semi/best.weights.h5 --output saved_models/moss
+
+Each export writes the next version folder under ``--output``
+(``saved_models/moss/1/``, ``2/``, ...), the layout TF Serving watches. The
+version is written under a temporary name and renamed into place, so a
+running server never sees half a model.
+
+Signatures:
+
+``serving_default``
+    input ``images``: float32 ``[batch, H, W, 3]`` in [0, 1], any H and W;
+    output ``derained``: float32, same shape, in [0, 1].
+``derain_bytes``
+    input ``image_bytes``: string ``[batch]`` of encoded PNG or JPEG (also
+    BMP, GIF first frame; 8- or 16-bit, gray, RGB or RGBA; alpha is dropped,
+    EXIF orientation is *not* applied); images of one batch may differ in
+    size; output ``derained_bytes``: string ``[batch]`` of 8-bit RGB PNGs.
+    REST clients send ``{"instances": [{"b64": "..."}]}``.
+
+``assets.extra/tf_serving_warmup_requests`` holds one warm-up request per
+signature (a 256 × 256 image) in the TFRecord-of-``PredictionLog`` format
+TF Serving replays at load time. The protos come from the
+``tensorflow-serving-api`` package (the official definitions; it needs only
+``tensorflow``, ``grpcio`` and ``protobuf``), which clients need for gRPC anyway.
+
+``jit_compile`` (``--jit-compile``) compiles the network with XLA. It is off
+by default: on CPU it measured slower than the plain graph (see
+``saved_models/README.md``), and TF Serving runs XLA on CPU only with
+``--xla_cpu_compilation_enabled=true``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from moss_tf.data import from_model_range, to_model_range
+
+__all__ = [
+    "BYTES_SIGNATURE",
+    "DEFAULT_SIGNATURE",
+    "ServingModule",
+    "export_saved_model",
+    "next_version",
+    "write_warmup_requests",
+]
+
+DEFAULT_SIGNATURE = "serving_default"
+BYTES_SIGNATURE = "derain_bytes"
+WARMUP_FILE = "tf_serving_warmup_requests"
+_WARMUP_SIZE = 256
+
+
+class ServingModule(tf.Module):
+    """The network behind the two serving signatures (images in [0, 1], or encoded bytes).
+
+    Args:
+        net: a built :class:`~moss_tf.model.MOSSNet` (images in [-1, 1]).
+        jit_compile: compile the network with XLA. Default False.
+    """
+
+    def __init__(self, net, jit_compile: bool = False):
+        super().__init__(name="moss_serving")
+        self.net = net
+        self._derain = tf.function(self._derain_eager, jit_compile=jit_compile)
+
+    def _derain_eager(self, images):
+        """float32 [B, H, W, 3] in [0, 1] -> the same in [0, 1]."""
+        return from_model_range(self.net(to_model_range(images), training=False))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
+    def derain_images(self, images):
+        return {"derained": self._derain(images)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
+    def derain_bytes(self, image_bytes):
+        def one(data):
+            # decode_image to float32 scales 8- and 16-bit files alike to [0, 1].
+            image = tf.io.decode_image(data, channels=3, dtype=tf.float32, expand_animations=False)
+            derained = self._derain(image[None])[0]
+            return tf.io.encode_png(tf.cast(tf.round(derained * 255.0), tf.uint8))
+
+        # One image at a time: the images of a request may have different sizes.
+        encoded = tf.map_fn(one, image_bytes, fn_output_signature=tf.string)
+        return {"derained_bytes": encoded}
+
+
+def next_version(base: str | Path) -> int:
+    """The version number after the highest numbered folder in ``base`` (1 if none)."""
+    base = Path(base)
+    numbers = (
+        [int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"\d+", p.name)]
+        if base.is_dir()
+        else []
+    )
+    return max(numbers, default=0) + 1
+
+
+def _warmup_images(seed: int = 0) -> np.ndarray:
+    """A smooth test card with streaks, float32 [1, 256, 256, 3] in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:_WARMUP_SIZE, :_WARMUP_SIZE] / _WARMUP_SIZE
+    image = np.stack([xx, yy, 0.5 + 0.5 * np.sin(6 * xx) * np.cos(4 * yy)], axis=-1)
+    streaks = rng.random((_WARMUP_SIZE, _WARMUP_SIZE)) < 0.01
+    image[np.maximum.accumulate(streaks, axis=0) & (rng.random(streaks.shape) < 0.3)] = 0.9
+    return image[None].astype(np.float32)
+
+
+def write_warmup_requests(path: str | Path, model_name: str) -> Path:
+    """Write one ``PredictionLog`` warm-up request per signature as a TFRecord file.
+
+    Args:
+        path: the file, ``<version>/assets.extra/tf_serving_warmup_requests``.
+        model_name: the model name TF Serving serves (the ``--output`` folder's name).
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    images = _warmup_images()
+    png = tf.io.encode_png(tf.cast(tf.round(images[0] * 255.0), tf.uint8)).numpy()
+    requests = {
+        DEFAULT_SIGNATURE: {"images": tf.make_tensor_proto(images)},
+        BYTES_SIGNATURE: {"image_bytes": tf.make_tensor_proto([png], dtype=tf.string)},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for signature, inputs in requests.items():
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature)
+            )
+            for key, proto in inputs.items():
+                request.inputs[key].CopyFrom(proto)
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+    return path
+
+
+def export_saved_model(
+    net,
+    output: str | Path,
+    jit_compile: bool = False,
+    warmup: bool = True,
+) -> Path:
+    """Export ``net`` as the next version under ``output``.
+
+    Args:
+        net: a built :class:`~moss_tf.model.MOSSNet`.
+        output: the model's base folder, e.g. ``saved_models/moss``; created if
+            missing. Its name is the model name in warm-up requests.
+        jit_compile: compile the network with XLA (see the module docstring).
+            Default False.
+        warmup: write ``assets.extra/tf_serving_warmup_requests``. Default True.
+
+    Returns:
+        The version folder written, e.g. ``saved_models/moss/3``.
+    """
+    base = Path(output)
+    base.mkdir(parents=True, exist_ok=True)
+    module = ServingModule(net, jit_compile=jit_compile)
+    signatures = {
+        DEFAULT_SIGNATURE: module.derain_images.get_concrete_function(),
+        BYTES_SIGNATURE: module.derain_bytes.get_concrete_function(),
+    }
+    # A non-numeric name, which TF Serving ignores, until the rename below.
+    staging = Path(tempfile.mkdtemp(prefix=".export-", dir=base))
+    try:
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        if warmup:
+            write_warmup_requests(staging / "assets.extra" / WARMUP_FILE, base.resolve().name)
+        while True:  # another export may take a number between our look and our rename
+            version = base / str(next_version(base))
+            try:
+                os.rename(staging, version)
+                return version
+            except OSError:
+                if not version.exists():
+                    raise
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m moss_tf.export",
+        description="Export a trained network as the next TF Serving version folder.",
+    )
+    parser.add_argument(
+        "--config",
+        help="experiment YAML naming the run (default: configs/demo.yaml); with --checkpoint "
+        "also its model (default: the config.yaml beside the checkpoint)",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
+    source.add_argument("--checkpoint", help="a *.weights.h5 file instead of a run directory")
+    parser.add_argument(
+        "--output", default="saved_models/moss", help="model base folder (saved_models/moss)"
+    )
+    parser.add_argument(
+        "--jit-compile", action="store_true", help="compile with XLA (slower on CPU; see README)"
+    )
+    args = parser.parse_args(argv)
+
+    from moss_tf.checkpoints import load_network
+    from moss_tf.config import load_config
+    from moss_tf.errors import MossError
+
+    try:
+        if args.checkpoint:
+            net, _ = load_network(checkpoint=args.checkpoint, config_path=args.config)
+        else:
+            default = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+            name = load_config(args.config or default).name
+            net, _ = load_network(run_dir=args.run_dir or Path("runs") / name)
+        version = export_saved_model(net, args.output, jit_compile=args.jit_compile)
+    except MossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"exported {version}")
+    print(f"inspect: saved_model_cli show --dir {version} --all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
