@@ -86,9 +86,10 @@ def _test_sets(cfg, paths):
         return build_test_sets(cfg.data)
     sets = {}
     for path in paths:
+        folder = Path(path).name
         for split, dataset in build_test_sets(dataclasses.replace(cfg.data, test=path)).items():
             # Several folders may each have e.g. "dense"/"sparse": prefix the folder.
-            name = split if len(paths) == 1 else f"{Path(path).name}/{split}"
+            name = split if len(paths) == 1 or split == folder else f"{folder}/{split}"
             sets[name] = dataset
     return sets
 
