@@ -35,11 +35,19 @@ def _replica_context():
 
 
 def _global_sum(*tensors):
-    """Sum tensors over all replicas of a ``tf.distribute`` strategy (identity otherwise)."""
+    """Sum tensors over all replicas of a ``tf.distribute`` strategy (identity otherwise).
+
+    The tensors travel as one flat vector: one collective per call, issued in
+    the same order on every replica.
+    """
     ctx = _replica_context()
     if ctx is None:
         return tensors
-    return tuple(ctx.all_reduce(tf.distribute.ReduceOp.SUM, list(tensors)))
+    flat = tf.concat([tf.reshape(tf.cast(t, tf.float32), [-1]) for t in tensors], axis=0)
+    flat = ctx.all_reduce(tf.distribute.ReduceOp.SUM, flat)
+    sizes = [tf.size(t) for t in tensors]
+    parts = tf.split(flat, tf.stack(sizes), axis=0)
+    return tuple(tf.reshape(part, tf.shape(t)) for part, t in zip(parts, tensors, strict=True))
 
 
 def _l2_normalize(x, axis=-1):

@@ -44,6 +44,18 @@ def shared_dir() -> Path:
     return SHARED
 
 
+@pytest.fixture(scope="session")
+def two_replicas() -> tf.distribute.MirroredStrategy:
+    """One MirroredStrategy over the two logical CPUs for the whole session.
+
+    Several strategies in one process can reuse collective instance keys and
+    trip over each other's cached collective parameters, so tests share one.
+    """
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
+    assert len(devices) == 2, "the CPU is split into two logical devices above"
+    return tf.distribute.MirroredStrategy(devices)
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

@@ -9,20 +9,14 @@ from conftest import TINY_MODEL
 from moss_tf.model import MOSSNet
 
 
-def two_replicas():
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
-    assert len(devices) == 2, "conftest splits the CPU into two logical devices"
-    return tf.distribute.MirroredStrategy(devices)
-
-
-def test_two_replicas_leave_the_same_memory_as_one_replica_with_the_whole_batch(rng):
+def test_two_replicas_leave_the_same_memory_as_one_replica_with_the_whole_batch(rng, two_replicas):
     x = rng.uniform(-1, 1, (4, 16, 16, 3)).astype("float32")
     single = MOSSNet(**TINY_MODEL)
     single.build()
     initial = single.get_weights()
     single(x, training=True)
 
-    strategy = two_replicas()
+    strategy = two_replicas
     with strategy.scope():
         mirrored = MOSSNet(**TINY_MODEL)
         mirrored.build()
