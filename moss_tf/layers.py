@@ -96,7 +96,6 @@ class ResidualBlock(keras.layers.Layer):
             if in_channels != out_channels
             else None
         )
-        self.resize = keras.layers.UpSampling2D(2, interpolation="bilinear") if upsample else None
         self.pool = keras.layers.AveragePooling2D(2) if downsample else None
 
     def build(self, input_shape):
@@ -109,8 +108,12 @@ class ResidualBlock(keras.layers.Layer):
             self.shortcut.build(shape)
 
     def call(self, x):
-        if self.resize is not None:
-            x = self.resize(x)
+        if self.upsample:
+            # tf.image.resize handles unknown spatial sizes (one serving graph
+            # for every image size); half-pixel centres, as PyTorch's
+            # interpolate(..., align_corners=False).
+            size = tf.shape(x)[1:3] * 2
+            x = tf.cast(tf.image.resize(x, size, method="bilinear"), x.dtype)
         y = self.conv2(self.activation(self.conv1(x)))
         out = y + (self.shortcut(x) if self.shortcut is not None else x)
         if self.pool is not None:
