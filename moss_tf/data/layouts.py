@@ -41,9 +41,9 @@ __all__ = [
     "detect_layout",
     "find_images",
     "find_pairs",
+    "find_test_splits",
     "seeded_split",
     "split_pairs",
-    "test_splits",
 ]
 
 log = logging.getLogger("moss_tf.data")
@@ -242,7 +242,7 @@ def _ddn_sirr_split(pairs: list[Pair]) -> dict[str, list[Pair]] | None:
     return {name: part for name, part in (("dense", dense), ("sparse", sparse)) if part}
 
 
-def test_splits(source: Path, on_bad_image: str = "error") -> dict[str, list[Pair]]:
+def find_test_splits(source: Path, on_bad_image: str = "error") -> dict[str, list[Pair]]:
     """Named test splits of a folder or pair list.
 
     * DDN-SIRR test (``rain/inputK.png`` + ``norain/inputK.png``): ``dense``

@@ -25,9 +25,9 @@ from moss_tf.data.layouts import (
     Pair,
     find_images,
     find_pairs,
+    find_test_splits,
     seeded_split,
     split_pairs,
-    test_splits,
 )
 from moss_tf.data.pool import ImagePool, MemoryBudget, load_images, load_pairs
 from moss_tf.data.rain import RainSynthesizer
@@ -91,10 +91,12 @@ def _stream(
     seed: int,
     stream: int,
     batch_size: int,
+    start_step: int,
 ) -> tf.data.Dataset:
     """Infinite dataset of ``make(image_index, element_seed)``, batched and prefetched.
 
-    Images are visited in a seeded random order, each once per epoch.
+    Images are visited in a seeded random order, each once per epoch. The
+    first ``start_step`` batches are skipped before any image work is done.
     """
     base = tf.constant([seed, stream], dtype=tf.int64)
 
@@ -107,6 +109,7 @@ def _stream(
     return (
         order.repeat()
         .enumerate()
+        .skip(start_step * batch_size)
         .map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
         .batch(batch_size, drop_remainder=True)
         .prefetch(AUTOTUNE)
@@ -152,7 +155,7 @@ class _Loader:
         return find_images(resolve_path(value, key))
 
     def pairs(self, pairs: list[Pair], what: str) -> tuple[ImagePool, ImagePool, list[int]]:
-        rainy, clean, clean_index, kept = load_pairs(
+        rainy, clean, clean_index, _ = load_pairs(
             pairs,
             what=what,
             on_bad_image=self.cfg.on_bad_image,
@@ -160,7 +163,7 @@ class _Loader:
             min_side=self.min_side,
             budget=self.budget,
         )
-        return ImagePool(rainy, [p.name for p in kept]), ImagePool(clean), clean_index
+        return ImagePool(rainy), ImagePool(clean), clean_index
 
     def synthesizer(self, rain: RainConfig, key: str) -> RainSynthesizer:
         layers = None
@@ -212,7 +215,13 @@ def _training_clean(loader: _Loader, cfg: DataConfig) -> tuple[ImagePool, str]:
 
 
 def build_training_data(
-    data_cfg: DataConfig, *, batch_size: int, crop_size: int, seed: int, with_unlabeled: bool
+    data_cfg: DataConfig,
+    *,
+    batch_size: int,
+    crop_size: int,
+    seed: int,
+    with_unlabeled: bool,
+    start_step: int = 0,
 ) -> TrainingData:
     """Build the labeled (and unlabeled) training streams of ``data_cfg``.
 
@@ -226,6 +235,9 @@ def build_training_data(
         crop_size: side of the square crops, in pixels.
         seed: training seed; same seed, same stream.
         with_unlabeled: build the unlabeled stream (stage ``semi``).
+        start_step: begin with batch number ``start_step`` of the stream
+            (default 0), for resuming: cheap, unlike ``dataset.skip``, which
+            would make and discard every skipped crop.
 
     Returns:
         :class:`TrainingData` with tensors in [-1, 1].
@@ -272,7 +284,12 @@ def build_training_data(
         num_labeled = len(clean_pool)
     descriptions.append(f"labeled: {text}")
     labeled = _stream(
-        num_labeled, labeled_example, seed=seed, stream=_LABELED, batch_size=batch_size
+        num_labeled,
+        labeled_example,
+        seed=seed,
+        stream=_LABELED,
+        batch_size=batch_size,
+        start_step=start_step,
     )
 
     # Unlabeled stream.
@@ -281,7 +298,12 @@ def build_training_data(
         make, num_unlabeled, text = _unlabeled_source(loader, cfg, rest, crop_size)
         descriptions.append(f"unlabeled: {text}")
         unlabeled = _stream(
-            num_unlabeled, make, seed=seed, stream=_UNLABELED, batch_size=batch_size
+            num_unlabeled,
+            make,
+            seed=seed,
+            stream=_UNLABELED,
+            batch_size=batch_size,
+            start_step=start_step,
         )
     description = "\n".join(descriptions)
     log.info("training data:\n%s", description)
@@ -358,7 +380,7 @@ def _pairs_dataset(
             "clean": to_model_range(clean.get(clean_of[index])),
         }
 
-    return tf.data.Dataset.range(len(names)).map(element, deterministic=True)
+    return tf.data.Dataset.range(len(names)).map(element)
 
 
 def _synthetic_split(
@@ -375,7 +397,8 @@ def _synthetic_split(
         element_seed = tf.random.experimental.stateless_fold_in(base, index)
         wet = rain(_to_unit(tf.constant(image)), element_seed)
         rainy.append(np.round(wet.numpy() * 255.0).astype(np.uint8))
-    return _pairs_dataset(ImagePool(rainy), ImagePool(clean), list(range(len(clean))), names)
+    clean_pool = ImagePool(list(clean))  # the pool empties the list it is given
+    return _pairs_dataset(ImagePool(rainy), clean_pool, list(range(len(names))), names)
 
 
 def build_test_sets(data_cfg: DataConfig) -> dict[str, tf.data.Dataset]:
@@ -386,7 +409,7 @@ def build_test_sets(data_cfg: DataConfig) -> dict[str, tf.data.Dataset]:
     elements. The order is fixed (natural file order).
 
     Splits:
-        * ``data.test`` set: its splits (see :func:`moss_tf.data.layouts.test_splits`;
+        * ``data.test`` set: its splits (see :func:`moss_tf.data.layouts.find_test_splits`;
           the DDN-SIRR test gives ``dense`` and ``sparse``).
         * built-in data: ``labeled_style`` (the labeled rain) and
           ``target_style`` (the unlabeled rain) on the same 8 held-out tiles.
@@ -402,7 +425,7 @@ def build_test_sets(data_cfg: DataConfig) -> dict[str, tf.data.Dataset]:
     if cfg.test is not None:
         source = resolve_path(cfg.test, "data.test")
         sets = {}
-        for name, pairs in test_splits(source, cfg.on_bad_image).items():
+        for name, pairs in find_test_splits(source, cfg.on_bad_image).items():
             rainy, clean, clean_index, kept = load_pairs(
                 pairs, what=f"data.test ({source})", on_bad_image=cfg.on_bad_image
             )

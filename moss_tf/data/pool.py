@@ -30,22 +30,26 @@ class ImagePool:
     """uint8 images of different sizes in one flat tensor; ``get(i)`` returns image i.
 
     Args:
-        arrays: uint8 arrays ``[H, W, C]`` in [0, 255] (C equal for all).
+        arrays: uint8 arrays ``[H, W, C]`` in [0, 255] (C equal for all). The
+            list is emptied while the images are copied, so that memory peaks
+            near one copy of the data, not two.
     """
 
-    def __init__(self, arrays: Sequence[np.ndarray]):
+    def __init__(self, arrays: list[np.ndarray]):
         if not arrays:
             raise ValueError("ImagePool needs at least one image")
-        sizes = np.array([a.size for a in arrays], dtype=np.int64)
-        flat = np.empty(int(sizes.sum()), dtype=np.uint8)
-        offsets = np.zeros(len(arrays), dtype=np.int64)
-        offsets[1:] = np.cumsum(sizes)[:-1]
-        for array, offset, size in zip(arrays, offsets, sizes, strict=True):
-            flat[offset : offset + size] = array.reshape(-1)
         self.count = len(arrays)
         self.channels = int(arrays[0].shape[-1])
         self.shapes_np = np.array([a.shape for a in arrays], dtype=np.int32)
-        self.flat = tf.constant(flat)
+        sizes = self.shapes_np.prod(axis=1, dtype=np.int64)
+        offsets = np.zeros(self.count, dtype=np.int64)
+        offsets[1:] = np.cumsum(sizes)[:-1]
+        flat = np.empty(int(sizes.sum()), dtype=np.int8)
+        for offset, size in zip(offsets, sizes, strict=True):
+            flat[offset : offset + size] = arrays.pop(0).reshape(-1).view(np.int8)
+        # tf.constant keeps a second copy of a uint8 array but takes an int8
+        # buffer as it is; bitcast back to uint8 is free.
+        self.flat = tf.bitcast(tf.constant(flat), tf.uint8)
         self.offsets = tf.constant(offsets)
         self.shapes = tf.constant(self.shapes_np)
         self.nbytes = int(flat.nbytes)
