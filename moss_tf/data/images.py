@@ -21,7 +21,6 @@ from moss_tf.data.errors import DataError, ImageError
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MAX_PIXELS",
-    "image_size",
     "list_images",
     "natural_key",
     "read_image",
@@ -96,19 +95,6 @@ def _open(path: Path) -> Image.Image:
             "(refused as a possible decompression bomb)"
         )
     return image
-
-
-def image_size(path: str | Path) -> tuple[int, int]:
-    """``(height, width)`` after EXIF orientation, read from the header only."""
-    path = Path(path)
-    with _open(path) as image:
-        width, height = image.size
-        try:
-            orientation = image.getexif().get(0x0112, 1)
-        except Exception:  # a broken EXIF block must not make the image unreadable
-            orientation = 1
-    # Orientations 5-8 swap the axes (rotations by 90 or 270 degrees).
-    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 
 def _to_rgb_uint8(image: Image.Image) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from moss_tf.data import builtin
-from moss_tf.data.config import BUILTIN, DataConfig, LabeledConfig, RainConfig, resolve_path
+from moss_tf.data.config import BUILTIN, DataConfig, RainConfig, resolve_path
 from moss_tf.data.errors import DataError
 from moss_tf.data.layouts import (
     Pair,
@@ -124,28 +124,15 @@ def _to_unit(image_uint8: tf.Tensor) -> tf.Tensor:
 
 
 class _Loader:
-    """Resolves config paths and decodes images for one build, under one memory budget."""
+    """Resolves config paths and decodes images for one build, under one memory budget.
+
+    ``min_side`` is the crop size: smaller training images are bad images.
+    """
 
     def __init__(self, cfg: DataConfig, min_side: int):
         self.cfg = cfg
         self.min_side = min_side
         self.budget = MemoryBudget(cfg.memory_limit_mb)
-
-    def images(
-        self, value: str, key: str, *, gray: bool = False, builtin_names=builtin.LABELED_PHOTOS
-    ) -> tuple[ImagePool, list[Path]]:
-        """Decode a folder / list of images, or ``builtin_names`` for ``builtin``."""
-        paths = self.paths(value, key, builtin_names)
-        arrays, kept = load_images(
-            paths,
-            what=f"{key} ({value})",
-            on_bad_image=self.cfg.on_bad_image,
-            max_side=self.cfg.max_side,
-            min_side=1 if gray else self.min_side,
-            budget=self.budget,
-            gray=gray,
-        )
-        return ImagePool(arrays), kept
 
     @staticmethod
     def paths(value: str, key: str, builtin_names=builtin.LABELED_PHOTOS) -> list[Path]:
@@ -154,7 +141,21 @@ class _Loader:
             return builtin.builtin_paths(builtin_names)
         return find_images(resolve_path(value, key))
 
-    def pairs(self, pairs: list[Pair], what: str) -> tuple[ImagePool, ImagePool, list[int]]:
+    def decode(self, paths: list[Path], what: str, *, gray: bool = False) -> ImagePool:
+        """Decode training images (downscaled to ``data.max_side``) into a pool."""
+        arrays, _ = load_images(
+            paths,
+            what=what,
+            on_bad_image=self.cfg.on_bad_image,
+            max_side=self.cfg.max_side,
+            min_side=1 if gray else self.min_side,  # streak layers are mirrored to any size
+            budget=self.budget,
+            gray=gray,
+        )
+        return ImagePool(arrays)
+
+    def decode_pairs(self, pairs: list[Pair], what: str) -> tuple[ImagePool, ImagePool, tf.Tensor]:
+        """(rainy pool, clean pool, clean index of each rainy image) of training pairs."""
         rainy, clean, clean_index, _ = load_pairs(
             pairs,
             what=what,
@@ -163,55 +164,122 @@ class _Loader:
             min_side=self.min_side,
             budget=self.budget,
         )
-        return ImagePool(rainy), ImagePool(clean), clean_index
+        return ImagePool(rainy), ImagePool(clean), tf.constant(clean_index, dtype=tf.int32)
 
     def synthesizer(self, rain: RainConfig, key: str) -> RainSynthesizer:
+        """The rain of ``key``, with its streak layers decoded when it names some."""
         layers = None
         if rain.streaks is not None:
-            layers, _ = self.images(rain.streaks, f"{key}.streaks", gray=True)
+            paths = self.paths(rain.streaks, f"{key}.streaks")
+            layers = self.decode(paths, f"{key}.streaks ({rain.streaks})", gray=True)
         return RainSynthesizer(rain, layers)
 
 
-def _labeled_pairs(cfg: DataConfig) -> tuple[list[Pair], list[Pair], str]:
-    """(labeled pairs, leftover pairs, description) of ``data.labeled.pairs``."""
-    source = resolve_path(cfg.labeled.pairs, "data.labeled.pairs")
-    pairs, layout = find_pairs(source, cfg.on_bad_image)
-    if cfg.labeled.fraction >= 1.0:
-        return pairs, [], f"{len(pairs)} pairs from {source} ({layout})"
-    labeled, rest = split_pairs(pairs, cfg.labeled.fraction, cfg.split_seed)
-    return (
-        labeled,
-        rest,
-        f"{len(labeled)} of {len(pairs)} pairs from {source} ({layout}; fraction "
-        f"{cfg.labeled.fraction:g}, split_seed {cfg.split_seed})",
-    )
+def _where(value: str) -> str:
+    return "built-in photographs" if value == BUILTIN else value
 
 
-def _clean_source(labeled: LabeledConfig) -> str:
-    return labeled.clean if labeled.clean is not None else BUILTIN
+def _rain_on_crop(pool: ImagePool, rain: RainSynthesizer, crop: int) -> Callable:
+    """Element function: (rainy, clean) crops of image ``index``, float32 in [0, 1]."""
+
+    def make(index, element_seed):
+        crop_seed, rain_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed))
+        (clean,) = _crop_and_flip([pool.get(index)], crop, crop_seed)
+        clean = _to_unit(clean)
+        return rain(clean, rain_seed), clean
+
+    return make
 
 
-def _training_clean(loader: _Loader, cfg: DataConfig) -> tuple[ImagePool, str]:
-    """Clean backgrounds of ``data.labeled.clean`` minus the held-out test images."""
-    value = _clean_source(cfg.labeled)
+def _labeled_source(
+    loader: _Loader, cfg: DataConfig, crop: int
+) -> tuple[Callable, int, list[Pair], str]:
+    """(element function, image count, leftover pairs, description) of the labeled stream."""
+    labeled = cfg.labeled
+    if labeled.pairs is not None:
+        source = resolve_path(labeled.pairs, "data.labeled.pairs")
+        pairs, layout = find_pairs(source, cfg.on_bad_image)
+        text = f"{len(pairs)} pairs from {source} ({layout})"
+        rest: list[Pair] = []
+        if labeled.fraction < 1.0:
+            total = len(pairs)
+            pairs, rest = split_pairs(pairs, labeled.fraction, cfg.split_seed)
+            text = (
+                f"{len(pairs)} of {total} pairs from {source} ({layout}; fraction "
+                f"{labeled.fraction:g}, split_seed {cfg.split_seed})"
+            )
+        rainy_pool, clean_pool, clean_of = loader.decode_pairs(pairs, "data.labeled.pairs")
+
+        def make(index, element_seed):
+            images = [rainy_pool.get(index), clean_pool.get(clean_of[index])]
+            rainy, clean = _crop_and_flip(images, crop, element_seed)
+            return to_model_range(rainy), to_model_range(clean)
+
+        return make, len(rainy_pool), rest, text
+
+    value = labeled.clean if labeled.clean is not None else BUILTIN
     paths = loader.paths(value, "data.labeled.clean")
-    if cfg.labeled.holdout:
-        held, paths = seeded_split(paths, cfg.labeled.holdout, cfg.split_seed)
+    if labeled.holdout:
+        held, paths = seeded_split(paths, labeled.holdout, cfg.split_seed)
         if not paths:
             raise DataError(
-                f"data.labeled.holdout={cfg.labeled.holdout} leaves no training images "
-                f"of {len(held)} in {value}"
+                f"data.labeled.holdout={labeled.holdout} leaves none of the {len(held)} "
+                f"images of {value} for training"
             )
-    arrays, kept = load_images(
-        paths,
-        what=f"data.labeled.clean ({value})",
-        on_bad_image=cfg.on_bad_image,
-        max_side=cfg.max_side,
-        min_side=loader.min_side,
-        budget=loader.budget,
-    )
-    where = "built-in photographs" if value == BUILTIN else value
-    return ImagePool(arrays), f"{len(kept)} clean images from {where}"
+    pool = loader.decode(paths, f"data.labeled.clean ({value})")
+    rainy_clean = _rain_on_crop(pool, loader.synthesizer(labeled.rain, "data.labeled.rain"), crop)
+
+    def make(index, element_seed):
+        rainy, clean = rainy_clean(index, element_seed)
+        return to_model_range(rainy), to_model_range(clean)
+
+    text = f"{len(pool)} clean images from {_where(value)} + rain ({labeled.rain.preset} preset)"
+    return make, len(pool), [], text
+
+
+def _unlabeled_source(
+    loader: _Loader, cfg: DataConfig, rest: list[Pair], crop: int
+) -> tuple[Callable, int, str]:
+    """(element function, image count, description) of the unlabeled stream."""
+    unlabeled = cfg.unlabeled
+    synthetic = unlabeled.clean
+    if synthetic is None and unlabeled.rainy is None and not rest and cfg.labeled.is_builtin:
+        synthetic = BUILTIN
+    if synthetic is not None:
+        paths = loader.paths(synthetic, "data.unlabeled.clean", builtin.UNLABELED_PHOTOS)
+        pool = loader.decode(paths, f"data.unlabeled.clean ({synthetic})")
+        rain = loader.synthesizer(unlabeled.rain, "data.unlabeled.rain")
+        rainy_clean = _rain_on_crop(pool, rain, crop)
+
+        def make(index, element_seed):
+            rainy, _ = rainy_clean(index, element_seed)  # the clean crop is never shown
+            return to_model_range(rainy)
+
+        text = (
+            f"{len(pool)} clean images from {_where(synthetic)} "
+            f"+ rain ({unlabeled.rain.preset} preset)"
+        )
+        return make, len(pool), text
+
+    paths = [p.rainy for p in rest]
+    parts = [f"{len(rest)} rainy inputs of the unlabeled pairs"] if rest else []
+    if unlabeled.rainy is not None:
+        real = loader.paths(unlabeled.rainy, "data.unlabeled.rainy")
+        paths += real
+        parts.append(f"{len(real)} rainy images from {unlabeled.rainy}")
+    if not paths:
+        raise DataError(
+            "no unlabeled images: set data.unlabeled.rainy (real rainy photos), "
+            "data.unlabeled.clean (synthetic rain), or data.labeled.fraction < 1"
+        )
+    pool = loader.decode(paths, "unlabeled images")
+
+    def make(index, element_seed):
+        (rainy,) = _crop_and_flip([pool.get(index)], crop, element_seed)
+        return to_model_range(rainy)
+
+    text = " + ".join(parts) + (f" ({len(pool)} usable)" if len(pool) != len(paths) else "")
+    return make, len(pool), text
 
 
 def build_training_data(
@@ -252,116 +320,20 @@ def build_training_data(
                                    with_unlabeled=True)
         rainy, clean = next(iter(data.labeled))  # [8, 64, 64, 3] in [-1, 1]
     """
-    cfg = data_cfg
-    loader = _Loader(cfg, min_side=crop_size)
-    descriptions = []
-    rest: list[Pair] = []
+    loader = _Loader(data_cfg, min_side=crop_size)
+    stream = {"seed": seed, "batch_size": batch_size, "start_step": start_step}
+    make, num_labeled, rest, text = _labeled_source(loader, data_cfg, crop_size)
+    labeled = _stream(num_labeled, make, stream=_LABELED, **stream)
+    descriptions = [f"labeled: {text}"]
 
-    # Labeled stream.
-    if cfg.labeled.pairs is not None:
-        pairs, rest, text = _labeled_pairs(cfg)
-        rainy_pool, clean_pool, clean_index = loader.pairs(pairs, "data.labeled.pairs")
-        clean_of = tf.constant(clean_index, dtype=tf.int32)
-
-        def labeled_example(index, element_seed):
-            rainy = rainy_pool.get(index)
-            clean = clean_pool.get(clean_of[index])
-            rainy, clean = _crop_and_flip([rainy, clean], crop_size, element_seed)
-            return to_model_range(rainy), to_model_range(clean)
-
-        num_labeled = len(rainy_pool)
-    else:
-        clean_pool, text = _training_clean(loader, cfg)
-        rain = loader.synthesizer(cfg.labeled.rain, "data.labeled.rain")
-        text += f" + rain ({cfg.labeled.rain.preset} preset)"
-
-        def labeled_example(index, element_seed):
-            crop_seed, rain_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed))
-            (clean,) = _crop_and_flip([clean_pool.get(index)], crop_size, crop_seed)
-            clean = _to_unit(clean)
-            return to_model_range(rain(clean, rain_seed)), to_model_range(clean)
-
-        num_labeled = len(clean_pool)
-    descriptions.append(f"labeled: {text}")
-    labeled = _stream(
-        num_labeled,
-        labeled_example,
-        seed=seed,
-        stream=_LABELED,
-        batch_size=batch_size,
-        start_step=start_step,
-    )
-
-    # Unlabeled stream.
     unlabeled, num_unlabeled = None, 0
     if with_unlabeled:
-        make, num_unlabeled, text = _unlabeled_source(loader, cfg, rest, crop_size)
+        make, num_unlabeled, text = _unlabeled_source(loader, data_cfg, rest, crop_size)
+        unlabeled = _stream(num_unlabeled, make, stream=_UNLABELED, **stream)
         descriptions.append(f"unlabeled: {text}")
-        unlabeled = _stream(
-            num_unlabeled,
-            make,
-            seed=seed,
-            stream=_UNLABELED,
-            batch_size=batch_size,
-            start_step=start_step,
-        )
     description = "\n".join(descriptions)
     log.info("training data:\n%s", description)
     return TrainingData(labeled, unlabeled, num_labeled, num_unlabeled, description)
-
-
-def _unlabeled_source(
-    loader: _Loader, cfg: DataConfig, rest: list[Pair], crop_size: int
-) -> tuple[Callable, int, str]:
-    """(element function, image count, description) of the unlabeled stream."""
-    unlabeled = cfg.unlabeled
-    synthetic = unlabeled.clean
-    if synthetic is None and unlabeled.rainy is None and not rest and cfg.labeled.is_builtin:
-        synthetic = BUILTIN
-    if synthetic is not None:
-        clean_pool, _ = loader.images(
-            synthetic, "data.unlabeled.clean", builtin_names=builtin.UNLABELED_PHOTOS
-        )
-        rain = loader.synthesizer(unlabeled.rain, "data.unlabeled.rain")
-        where = "built-in photographs" if synthetic == BUILTIN else synthetic
-
-        def make(index, element_seed):
-            crop_seed, rain_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed))
-            (clean,) = _crop_and_flip([clean_pool.get(index)], crop_size, crop_seed)
-            return to_model_range(rain(_to_unit(clean), rain_seed))
-
-        text = (
-            f"{len(clean_pool)} clean images from {where} + rain ({unlabeled.rain.preset} preset)"
-        )
-        return make, len(clean_pool), text
-
-    paths: list[Path] = [p.rainy for p in rest]
-    parts = [f"{len(rest)} rainy inputs of the unlabeled pairs"] if rest else []
-    if unlabeled.rainy is not None:
-        real = loader.paths(unlabeled.rainy, "data.unlabeled.rainy")
-        paths += real
-        parts.append(f"{len(real)} rainy images from {unlabeled.rainy}")
-    if not paths:
-        raise DataError(
-            "no unlabeled images: set data.unlabeled.rainy (real rainy photos), "
-            "data.unlabeled.clean (synthetic rain), or data.labeled.fraction < 1"
-        )
-    arrays, kept = load_images(
-        paths,
-        what="unlabeled images",
-        on_bad_image=cfg.on_bad_image,
-        max_side=cfg.max_side,
-        min_side=crop_size,
-        budget=loader.budget,
-    )
-    pool = ImagePool(arrays)
-
-    def make(index, element_seed):
-        (rainy,) = _crop_and_flip([pool.get(index)], crop_size, element_seed)
-        return to_model_range(rainy)
-
-    text = " + ".join(parts) + (f" ({len(kept)} usable)" if len(kept) != len(paths) else "")
-    return make, len(pool), text
 
 
 # --------------------------------------------------------------------------- test sets
@@ -439,6 +411,7 @@ def build_test_sets(data_cfg: DataConfig) -> dict[str, tf.data.Dataset]:
     elif cfg.labeled.clean is not None and cfg.labeled.holdout:
         paths = loader.paths(cfg.labeled.clean, "data.labeled.clean")
         held, _ = seeded_split(paths, cfg.labeled.holdout, cfg.split_seed)
+        # Full size, like any test set: no max_side, no minimum size.
         clean, kept = load_images(held, what="data.labeled.holdout", on_bad_image=cfg.on_bad_image)
         names = [p.stem for p in kept]
         with_target = cfg.unlabeled.clean is not None
