@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import REPO, TINY_MODEL
+from conftest import TINY_MODEL
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
+import evaluate as evaluate_cli
 from moss_tf import metrics
 from moss_tf.config import config_from_dict, save_config
 from moss_tf.evaluation import RESULT_KEYS, evaluate, format_table, write_json
@@ -116,13 +116,6 @@ def test_evaluate_reports_each_split_and_overall_with_the_issue_keys(net, tmp_pa
     assert json.loads(write_json(results, tmp_path / "r.json").read_text()) == results
 
 
-def _load_cli():
-    spec = importlib.util.spec_from_file_location("evaluate_cli", REPO / "evaluate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _run_dir(tmp_path, net):
     run_dir = tmp_path / "runs" / "tiny"
     run_dir.mkdir(parents=True)
@@ -140,7 +133,7 @@ def test_cli_scores_a_ddn_test_folder_as_dense_and_sparse(net, tmp_path, capsys)
         Image.fromarray(clean).save(folder / "norain" / f"input{k}.png")
     run_dir = _run_dir(tmp_path, net)
     out_json = tmp_path / "results.json"
-    code = _load_cli().main(
+    code = evaluate_cli.main(
         ["--run-dir", str(run_dir), "--test", str(folder), "--json", str(out_json), "--quiet"]
     )
     assert code == 0
@@ -153,7 +146,7 @@ def test_cli_scores_a_ddn_test_folder_as_dense_and_sparse(net, tmp_path, capsys)
 
 def test_cli_without_a_trained_model_says_how_to_train(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert _load_cli().main(["--run-dir", "runs/demo"]) == 1
+    assert evaluate_cli.main(["--run-dir", "runs/demo"]) == 1
     error = capsys.readouterr().err
     assert "no trained model in runs/demo" in error
     assert "python train.py --stage pretrain" in error
@@ -166,7 +159,7 @@ def test_cli_derains_a_folder_of_photos(net, tmp_path, capsys):
         Image.fromarray(rainy).save(photos / f"photo{i}.jpg")
     run_dir = _run_dir(tmp_path, net)
     out = tmp_path / "derained"
-    code = _load_cli().main(
+    code = evaluate_cli.main(
         ["--run-dir", str(run_dir), "--input", str(photos), "--output", str(out), "--quiet"]
     )
     assert code == 0
