@@ -51,8 +51,12 @@ DEFAULT_TILE_SIZE = 512
 DEFAULT_OVERLAP = 64
 
 _ORIENTATION_TAG = 0x0112
-_JPEG_QUALITY = 95
-# Formats that can carry alpha; grayscale and alpha sources are written back as such.
+_LOSSY_QUALITY = 95  # JPEG and WebP
+# Formats written back as they came; others (GIF, ...) become PNG. Many
+# cameras' JPEGs open as "MPO" (JPEG plus preview frames): written as JPEG.
+_KEPT_FORMATS = {"PNG", "JPEG", "TIFF", "WEBP", "BMP"}
+_FORMAT_ALIASES = {"MPO": "JPEG"}
+# Formats that can carry alpha.
 _ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
 
 
@@ -217,8 +221,9 @@ def save_like(derained: np.ndarray, source: str | Path, target: str | Path) -> P
     Rules (``derained`` is upright uint8 ``[H, W, 3]``, as :func:`read_image`
     returned the source):
 
-    * the same format as the source (PNG, JPEG at quality 95, TIFF, WebP,
-      BMP); sources Pillow cannot write (e.g. GIF frames) become PNG;
+    * the same format as the source: PNG, JPEG (quality 95; also for the
+      "MPO" JPEGs many cameras write), TIFF, WebP (quality 95), BMP; other
+      formats (GIF, ...) become PNG with a ``.png`` suffix;
     * the same displayed size and orientation: pixels are written upright and
       the EXIF orientation tag is reset to 1, the rest of the EXIF block and
       the ICC profile are kept;
@@ -231,7 +236,7 @@ def save_like(derained: np.ndarray, source: str | Path, target: str | Path) -> P
     """
     source, target = Path(source), Path(target)
     with Image.open(source) as original:
-        fmt = original.format or "PNG"
+        fmt = _FORMAT_ALIASES.get(original.format, original.format)
         mode = original.mode
         icc = original.info.get("icc_profile")
         exif = original.getexif()
@@ -239,23 +244,23 @@ def save_like(derained: np.ndarray, source: str | Path, target: str | Path) -> P
         alpha = (
             ImageOps.exif_transpose(original).convert("RGBA").getchannel("A") if has_alpha else None
         )
-    image = Image.fromarray(derained, "RGB")
+    image = Image.fromarray(np.asarray(derained, np.uint8))
     if mode in ("1", "L", "LA", "I", "F") or mode.startswith("I;16"):
         image = image.convert("L")
-    if fmt not in Image.SAVE:
+    if fmt not in _KEPT_FORMATS:
         fmt = "PNG"
         target = target.with_suffix(".png")
     if alpha is not None and fmt in _ALPHA_FORMATS:
         image.putalpha(alpha)
 
     options: dict = {}
-    if icc:
+    if icc and mode not in ("CMYK", "YCbCr", "LAB"):  # the profile must describe RGB/gray
         options["icc_profile"] = icc
     if exif:
         exif[_ORIENTATION_TAG] = 1
         options["exif"] = exif.tobytes()
-    if fmt == "JPEG":
-        options["quality"] = _JPEG_QUALITY
+    if fmt in ("JPEG", "WEBP"):
+        options["quality"] = _LOSSY_QUALITY
     target.parent.mkdir(parents=True, exist_ok=True)
     image.save(target, format=fmt, **options)
     return target

@@ -119,7 +119,7 @@ def test_files_keep_format_orientation_mode_and_alpha(net, tmp_path):
     Image.fromarray(_u8(33, 41, 1)[..., 0]).save(photos / "gray.png")
     alpha = np.linspace(0, 255, 25 * 27).reshape(25, 27).astype(np.uint8)
     rgba = np.dstack([_u8(25, 27, 2), alpha])
-    Image.fromarray(rgba, "RGBA").save(photos / "alpha.png")
+    Image.fromarray(rgba).save(photos / "alpha.png")
     Image.fromarray(_u8(20, 24, 3)[..., 0].astype(np.uint16) * 257).save(photos / "deep.png")
     (photos / "broken.png").write_bytes(b"not an image")
 
@@ -139,6 +139,11 @@ def test_files_keep_format_orientation_mode_and_alpha(net, tmp_path):
         np.testing.assert_array_equal(np.asarray(image)[..., 3], rgba[..., 3])
     with Image.open(out / "deep.png") as image:
         assert (image.mode, image.size) == ("L", (24, 20))  # 16-bit saved at 8 bits
+
+    # A format we do not write back (GIF would be re-quantised) becomes PNG.
+    Image.fromarray(_u8(20, 22, 4)).save(tmp_path / "anim.gif")
+    (gif_result,), _ = derain_files(Derainer(net), tmp_path / "anim.gif", out, progress=False)
+    assert gif_result.name == "anim.png" and Image.open(gif_result).format == "PNG"
 
     with pytest.raises(MossError, match="overwrite"):
         derain_files(Derainer(net), photos / "gray.png", photos, progress=False)
