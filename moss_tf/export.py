@@ -108,14 +108,10 @@ def next_version(base: str | Path) -> int:
     return max(numbers, default=0) + 1
 
 
-def _warmup_images(seed: int = 0) -> np.ndarray:
-    """A smooth test card with streaks, float32 [1, 256, 256, 3] in [0, 1]."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:_WARMUP_SIZE, :_WARMUP_SIZE] / _WARMUP_SIZE
-    image = np.stack([xx, yy, 0.5 + 0.5 * np.sin(6 * xx) * np.cos(4 * yy)], axis=-1)
-    streaks = rng.random((_WARMUP_SIZE, _WARMUP_SIZE)) < 0.01
-    image[np.maximum.accumulate(streaks, axis=0) & (rng.random(streaks.shape) < 0.3)] = 0.9
-    return image[None].astype(np.float32)
+def _warmup_image() -> np.ndarray:
+    """A smooth colour ramp, float32 [1, 256, 256, 3] in [0, 1] (content does not matter)."""
+    yy, xx = np.mgrid[:_WARMUP_SIZE, :_WARMUP_SIZE] / (_WARMUP_SIZE - 1.0)
+    return np.stack([xx, yy, 0.5 * (xx + yy)], axis=-1)[None].astype(np.float32)
 
 
 def write_warmup_requests(path: str | Path, model_name: str) -> Path:
@@ -127,7 +123,7 @@ def write_warmup_requests(path: str | Path, model_name: str) -> Path:
     """
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
-    images = _warmup_images()
+    images = _warmup_image()
     png = tf.io.encode_png(tf.cast(tf.round(images[0] * 255.0), tf.uint8)).numpy()
     requests = {
         DEFAULT_SIGNATURE: {"images": tf.make_tensor_proto(images)},
