@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from moss_tf.config import load_config
-from moss_tf.data import DataConfig, build_test_sets, build_training_data
+from moss_tf.data import DataConfig, build_test_sets, build_training_data, read_image
 from moss_tf.data import builtin as builtin_data
 from moss_tf.errors import ConfigError
 
@@ -33,6 +33,8 @@ def test_builtin_photographs_ship_with_scikit_image_and_are_split_by_image():
     assert len(names) == len(set(names))  # no photograph in two roles
     for path in builtin_data.builtin_paths(names):  # files inside the installed package
         assert path.is_file() and path.parent == builtin_data.builtin_dir()
+    for path in builtin_data.builtin_paths(names[: -len(builtin_data.TEST_PHOTOS)]):
+        assert min(read_image(path).shape[:2]) >= 300  # crops up to 300 px work
 
 
 def test_demo_config_spells_out_the_default_data():
