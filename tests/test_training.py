@@ -1,0 +1,122 @@
+"""Training runs end to end: outputs, resume, clear errors (train.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import REPO, TINY_MODEL
+
+import train
+from moss_tf import checkpoints as ckpt
+from moss_tf.config import load_config
+from moss_tf.training import TrainingError, run_stage
+
+FAST = [
+    *(f"model.{key}={value}" for key, value in TINY_MODEL.items()),
+    "train.batch_size=2",
+    "train.crop_size=32",
+    "train.log_every=1",
+    "train.validate_every=2",
+    "train.checkpoint_every=2",
+    "train.image_every=2",
+    "semi.steps=null",  # both stages take train.steps
+]
+
+
+def config(*overrides):
+    return load_config(REPO / "configs" / "demo.yaml", [*FAST, *overrides])
+
+
+def state_arrays(path):
+    with np.load(path) as archive:
+        return {k: archive[k] for k in archive.files if k != "meta"}
+
+
+def test_pretrain_then_semi_leave_checkpoints_logs_and_config(tmp_path):
+    run = tmp_path / "run"
+    summary = run_stage(config("train.steps=2"), "pretrain", run, verbose=False)
+    assert summary["steps"] == 2
+    semi = run_stage(config("train.steps=2"), "semi", run, verbose=False)
+    assert set(semi["last_losses"]) == {"loss", "l_su", "l_un", "l_tv"}
+    for stage in ("pretrain", "semi"):
+        folder = run / stage
+        for name in (
+            "checkpoints/last.npz",
+            "checkpoints/best.npz",
+            "best.weights.h5",
+            "final.weights.h5",
+            "config.yaml",
+            "summary.json",
+        ):
+            assert (folder / name).is_file(), f"{stage}/{name} missing"
+        assert list((folder / "logs" / "train").glob("events.out.tfevents.*"))
+        assert list((folder / "logs" / "validation").glob("events.out.tfevents.*"))
+        assert ckpt.read_meta(folder / "checkpoints" / "last.npz")["step"] == 2
+    assert load_config(run / "config.yaml").model.memory_items == TINY_MODEL["memory_items"]
+    network, cfg = ckpt.load_network(run_dir=run)
+    assert cfg.model.base_channels == TINY_MODEL["base_channels"]
+    final = network.get_weights()  # model.weights.h5 is the semi stage's best network
+    assert len(final) == len(network.weights) and any(np.abs(w).sum() > 0 for w in final)
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    run_stage(config("train.steps=4"), "pretrain", whole, verbose=False)
+    run_stage(config("train.steps=2"), "pretrain", split, verbose=False)
+    run_stage(config("train.steps=4"), "pretrain", split, resume=True, verbose=False)
+    a = state_arrays(whole / "pretrain" / "checkpoints" / "last.npz")
+    b = state_arrays(split / "pretrain" / "checkpoints" / "last.npz")
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], atol=1e-6, err_msg=key)
+
+    run_stage(config("semi.steps=4"), "semi", whole, verbose=False)
+    run_stage(config("semi.steps=2"), "semi", split, verbose=False)
+    run_stage(config("semi.steps=4"), "semi", split, resume=True, verbose=False)
+    a = state_arrays(whole / "semi" / "checkpoints" / "last.npz")
+    b = state_arrays(split / "semi" / "checkpoints" / "last.npz")
+    for key in a:
+        np.testing.assert_allclose(b[key], a[key], atol=1e-6, err_msg=key)
+
+
+def test_semi_without_a_pretrained_network_says_what_to_run(tmp_path):
+    with pytest.raises(TrainingError, match="--stage pretrain"):
+        run_stage(config(), "semi", tmp_path / "empty", verbose=False)
+
+
+def test_a_new_run_keeps_the_previous_one(tmp_path):
+    run = tmp_path / "run"
+    run_stage(config("train.steps=2"), "pretrain", run, verbose=False)
+    run_stage(config("train.steps=2"), "pretrain", run, verbose=False)
+    kept = list(run.glob("pretrain.previous-*"))
+    assert len(kept) == 1 and (kept[0] / "checkpoints" / "last.npz").is_file()
+
+
+def test_resume_with_another_model_config_is_refused(tmp_path):
+    run = tmp_path / "run"
+    run_stage(config("train.steps=2"), "pretrain", run, verbose=False)
+    with pytest.raises(ckpt.CheckpointError, match="another model configuration"):
+        run_stage(
+            config("train.steps=4", "model.base_channels=8"),
+            "pretrain",
+            run,
+            resume=True,
+            verbose=False,
+        )
+
+
+def test_command_line_rejects_unknown_keys_before_any_work(tmp_path, capsys):
+    code = train.main(
+        ["--stage", "pretrain", "--run-dir", str(tmp_path / "r"), "--set", "train.stepz=3"]
+    )
+    assert code == 2
+    assert "train.stepz" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_command_line_rejects_bad_values_naming_the_key(tmp_path, capsys):
+    code = train.main(
+        ["--stage", "pretrain", "--run-dir", str(tmp_path / "r"), "--set", "train.crop_size=30"]
+    )
+    assert code == 2
+    assert "train.crop_size" in capsys.readouterr().err

@@ -1,0 +1,78 @@
+"""Train MOSS: ``python train.py --stage pretrain`` then ``python train.py --stage semi``.
+
+Stage ``pretrain`` is supplementary Algorithm 1 (supervised, labeled pairs);
+stage ``semi`` is Algorithm 2 (memory + self-training with an EMA target on
+labeled and unlabeled images), starting from the pretrained network in the
+same run directory.
+
+Examples::
+
+    python train.py --stage pretrain                      # configs/demo.yaml, runs/demo
+    python train.py --stage semi
+    python train.py --stage pretrain --config configs/ddn_sirr.yaml --set train.steps=20000
+    python train.py --stage semi --resume                 # continue after a crash
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python train.py",
+        description="Train MOSS (pretrain: Algorithm 1; semi: Algorithm 2).",
+    )
+    parser.add_argument("--stage", required=True, choices=["pretrain", "semi"])
+    parser.add_argument(
+        "--config", default=str(DEFAULT_CONFIG), help="experiment YAML (default: configs/demo.yaml)"
+    )
+    parser.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set train.steps=100 (repeatable)",
+    )
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the stage's last checkpoint"
+    )
+    parser.add_argument(
+        "--init", help="network weights to start from (semi: default <run-dir>/pretrain/final)"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from moss_tf.config import load_config
+    from moss_tf.errors import MossError
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except MossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
+
+    from moss_tf.training import run_stage
+
+    try:
+        run_stage(cfg, args.stage, run_dir, resume=args.resume, init=args.init)
+    except MossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
