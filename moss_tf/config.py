@@ -214,6 +214,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if tp is float:
+        if isinstance(value, str):
+            # YAML 1.1 reads 1e-4 (no dot) as a string; accept it as the number it is.
+            try:
+                return float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -290,13 +296,8 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | tuple = ()) 
     return cfg
 
 
-def load_config(path: str | Path, overrides: list[str] | tuple = ()) -> ExperimentConfig:
-    """Read a YAML experiment file, apply ``KEY=VALUE`` overrides, validate.
-
-    Raises:
-        ConfigError: naming ``path`` and the key at fault.
-    """
-    path = Path(path)
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping, with its ``base:`` file (if any) merged underneath."""
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -312,6 +313,28 @@ def load_config(path: str | Path, overrides: list[str] | tuple = ()) -> Experime
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
     values.setdefault("name", path.stem)
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: expected a file name, got {base!r}")
+    base_path = (path.parent / base).resolve()
+    if base_path in chain:
+        raise ConfigError(f"{path}: base: {base} includes itself")
+    return _merge(_read_yaml(base_path, (*chain, path.resolve())), values)
+
+
+def load_config(path: str | Path, overrides: list[str] | tuple = ()) -> ExperimentConfig:
+    """Read a YAML experiment file, apply ``KEY=VALUE`` overrides, validate.
+
+    A file may start from another with ``base: other.yaml`` (a path relative
+    to it); its own keys override the base's, section by section.
+
+    Raises:
+        ConfigError: naming ``path`` and the key at fault.
+    """
+    path = Path(path)
+    values = _read_yaml(path)
     try:
         return config_from_dict(values, overrides)
     except ConfigError as err:
