@@ -125,13 +125,13 @@ def training_dataset(cfg: ExperimentConfig, stage: str, start_step: int) -> tf.d
         crop_size=cfg.train.crop_size,
         seed=cfg.train.seed,
         with_unlabeled=stage == "semi",
+        # Deterministic under its seed: starting at the batch an earlier run
+        # reached makes a resumed run see exactly what it would have.
+        start_step=start_step,
     )
-    dataset = data.labeled
     if stage == "semi":
-        dataset = tf.data.Dataset.zip((data.labeled, data.unlabeled))
-    # The pipeline is deterministic under its seed: skipping the batches an
-    # earlier run consumed makes a resumed run see exactly what it would have.
-    return dataset.skip(start_step) if start_step else dataset
+        return tf.data.Dataset.zip((data.labeled, data.unlabeled))
+    return data.labeled
 
 
 def distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset, global_batch: int):
