@@ -4,10 +4,13 @@
     .venv/bin/python -m bench.bench_data --config configs/demo.yaml --seconds 5
     .venv/bin/python -m bench.bench_data --crop-size 128 --batch-size 16
 
-For each config: the time to build the pipelines (decoding every training
-image once), then crops per second delivered by the labeled stream, the
-unlabeled stream and both together (what stage ``semi`` reads), each timed
-for ``--seconds`` after a warm-up. Training consumes ``batch_size`` crops per
+Every config runs at ``--batch-size`` x ``--crop-size`` (default 8 x 64, not
+the config's own sizes, so that configs compare and the training timing stays
+short) with the config's data and network. For each config: the time to
+build the pipelines (decoding every training image once), then crops per
+second delivered by the labeled stream, the unlabeled stream and both
+together (what stage ``semi`` reads), each timed for ``--seconds`` after a
+warm-up. Training consumes ``batch_size`` crops per
 ``pretrain`` step and twice that per ``semi`` step; the script times real
 training steps of the configured network on one fixed batch (no input
 pipeline involved) and prints the ratio pipeline / training. The pipeline
@@ -36,10 +39,10 @@ DEFAULT_CONFIGS = [REPO / "configs" / "demo.yaml", REPO / "configs" / "ddn_sirr.
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.bench_data", description=__doc__)
     parser.add_argument("--config", action="append", help="experiment YAML (repeatable)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: the config's")
-    parser.add_argument("--crop-size", type=int, default=None, help="default: the config's")
+    parser.add_argument("--batch-size", type=int, default=8, help="crops per batch (8)")
+    parser.add_argument("--crop-size", type=int, default=64, help="crop side in pixels (64)")
     parser.add_argument("--seconds", type=float, default=8.0, help="timing per stream (8)")
-    parser.add_argument("--train-steps", type=int, default=10, help="timed training steps (10)")
+    parser.add_argument("--train-steps", type=int, default=5, help="timed training steps (5)")
     parser.add_argument("--no-training", action="store_true", help="skip timing training steps")
     return parser.parse_args(argv)
 
@@ -90,12 +93,8 @@ def bench_config(path: Path, args) -> None:
     from moss_tf.data import build_training_data
     from moss_tf.errors import MossError
 
-    overrides = []
-    if args.batch_size:
-        overrides.append(f"train.batch_size={args.batch_size}")
-    if args.crop_size:
-        overrides.append(f"train.crop_size={args.crop_size}")
-    cfg = load_config(path, overrides)
+    sizes = [f"train.batch_size={args.batch_size}", f"train.crop_size={args.crop_size}"]
+    cfg = load_config(path, sizes)
     batch, crop = cfg.train.batch_size, cfg.train.crop_size
     print(f"\n== {path.name}: batch {batch}, {crop}x{crop} crops")
     start = time.perf_counter()

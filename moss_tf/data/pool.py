@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +88,11 @@ class MemoryBudget:
 
 
 def _decode_all(paths: Sequence[Path], max_side: int | None) -> Iterator[np.ndarray | ImageError]:
-    """Decode in parallel threads; yields arrays or ImageErrors, in order."""
+    """Decode in parallel threads; yields arrays or ImageErrors, in order.
+
+    At most two images per thread are decoded ahead of the consumer, so a
+    folder of huge photos never sits in memory at full size all at once.
+    """
 
     def decode(path: Path) -> np.ndarray | ImageError:
         try:
@@ -95,11 +101,15 @@ def _decode_all(paths: Sequence[Path], max_side: int | None) -> Iterator[np.ndar
             return err
 
     workers = min(8, os.cpu_count() or 1)
-    executor = ThreadPoolExecutor(max_workers=workers)
-    try:
-        yield from executor.map(decode, paths)
-    finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+    remaining = iter(paths)
+    with ThreadPoolExecutor(max_workers=workers) as executor:
+        pending = deque(executor.submit(decode, p) for p in islice(remaining, 2 * workers))
+        while pending:
+            result = pending.popleft().result()
+            following = next(remaining, None)
+            if following is not None:
+                pending.append(executor.submit(decode, following))
+            yield result
 
 
 def _bad(problem: str, on_bad_image: str, skipped: list[str]) -> None:
@@ -188,21 +198,37 @@ def load_pairs(
         (rainy arrays, distinct clean arrays, for each rainy array the index of
         its clean array, kept pairs); arrays are uint8 ``[H, W, 3]`` in [0, 255].
     """
+    # Distinct clean images first: their full-size shape (to compare) and the
+    # stored, possibly downscaled array. Only what is kept stays in memory.
     clean_paths = list(dict.fromkeys(p.clean for p in pairs))
-    clean_results = dict(zip(clean_paths, _decode_all(clean_paths, None), strict=True))
-    rainy_results = _decode_all([p.rainy for p in pairs], None)
-    rainy_arrays, clean_arrays, clean_index, kept, skipped = [], [], [], [], []
+    clean_shape: dict[Path, tuple[int, ...]] = {}
     clean_slot: dict[Path, int] = {}
+    clean_error: dict[Path, ImageError] = {}
+    clean_arrays: list[np.ndarray] = []
+    for path, clean in zip(clean_paths, _decode_all(clean_paths, None), strict=True):
+        if isinstance(clean, ImageError):
+            clean_error[path] = clean
+            continue
+        clean_shape[path] = clean.shape
+        if max_side is not None and max(clean.shape[:2]) > max_side:
+            clean = _downscale(clean, max_side)
+        clean_slot[path] = len(clean_arrays)
+        clean_arrays.append(clean)
+        if budget is not None:
+            budget.add(clean.nbytes, what, len(clean_arrays), len(pairs))
+
+    rainy_arrays, clean_index, kept, skipped = [], [], [], []
+    rainy_results = _decode_all([p.rainy for p in pairs], None)
     for done, (pair, rainy) in enumerate(zip(pairs, rainy_results, strict=True)):
-        clean = clean_results[pair.clean]
-        bad = next((r for r in (rainy, clean) if isinstance(r, ImageError)), None)
+        bad = rainy if isinstance(rainy, ImageError) else clean_error.get(pair.clean)
         if bad is not None:
             _bad(str(bad), on_bad_image, skipped)
             continue
-        if rainy.shape != clean.shape:
+        if rainy.shape != clean_shape[pair.clean]:
+            h, w = clean_shape[pair.clean][:2]
             _bad(
                 f"{pair.rainy} is {rainy.shape[1]}x{rainy.shape[0]} but its clean partner "
-                f"{pair.clean} is {clean.shape[1]}x{clean.shape[0]}",
+                f"{pair.clean} is {w}x{h}",
                 on_bad_image,
                 skipped,
             )
@@ -217,13 +243,6 @@ def load_pairs(
                 skipped,
             )
             continue
-        if pair.clean not in clean_slot:
-            if max_side is not None and max(clean.shape[:2]) > max_side:
-                clean = _downscale(clean, max_side)
-            clean_slot[pair.clean] = len(clean_arrays)
-            clean_arrays.append(clean)
-            if budget is not None:
-                budget.add(clean.nbytes, what, done + 1, len(pairs))
         if budget is not None:
             budget.add(rainy.nbytes, what, done + 1, len(pairs))
         rainy_arrays.append(rainy)
