@@ -42,7 +42,9 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=8, help="crops per batch (8)")
     parser.add_argument("--crop-size", type=int, default=64, help="crop side in pixels (64)")
     parser.add_argument("--seconds", type=float, default=8.0, help="timing per stream (8)")
-    parser.add_argument("--train-steps", type=int, default=5, help="timed training steps (5)")
+    parser.add_argument(
+        "--train-seconds", type=float, default=10.0, help="timing per training variant (10)"
+    )
     parser.add_argument("--no-training", action="store_true", help="skip timing training steps")
     return parser.parse_args(argv)
 
@@ -60,7 +62,7 @@ def crops_per_second(dataset, crops_per_batch: int, seconds: float) -> float:
     return batches * crops_per_batch / (time.perf_counter() - start)
 
 
-def training_steps_per_second(cfg, stage: str, batches, steps: int) -> tuple[float, float]:
+def training_steps_per_second(cfg, stage: str, batches, seconds: float) -> tuple[float, float]:
     """Steps per second of the real training step: on one fixed batch, and fed by ``batches``.
 
     The first number is what training can consume; the second shows whether
@@ -78,10 +80,10 @@ def training_steps_per_second(cfg, stage: str, batches, steps: int) -> tuple[flo
     step(next(iterator))
     rates = []
     for feed in (lambda: fixed, lambda: next(iterator)):
-        start = time.perf_counter()
-        for _ in range(steps):
-            logs = step(feed())
-        float(logs["loss"])
+        steps, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            float(step(feed())["loss"])  # wait for the step to finish
+            steps += 1
         rates.append(steps / (time.perf_counter() - start))
     return rates[0], rates[1]
 
@@ -123,7 +125,7 @@ def bench_config(path: Path, args) -> None:
         ("pretrain", data.labeled, batch, labeled),
         ("semi", both_streams, 2 * batch, both),
     ):
-        alone, fed = training_steps_per_second(cfg, stage, batches, args.train_steps)
+        alone, fed = training_steps_per_second(cfg, stage, batches, args.train_seconds)
         needed = alone * crops
         print(
             f"   training  {stage:8s} {alone:5.2f} steps/s = {needed:5.0f} crops/s consumed; "
