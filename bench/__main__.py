@@ -1,0 +1,585 @@
+"""The moss-tf benchmark: how fast this machine runs inference, training and the input pipeline.
+
+    .venv/bin/python -m bench                          # everything, about 4-5 minutes on 2 cores
+    .venv/bin/python -m bench --quick                  # demo settings and 256/512 only, ~1.5 min
+    .venv/bin/python -m bench --json bench.json --markdown bench.md
+
+Prints the machine (CPU, cores, memory, TensorFlow, date), then runs each
+measurement in a process of its own (``python -m bench._worker``), so that
+each one's peak memory (max RSS, TensorFlow included) is its own:
+
+1. inference latency of one image at 256, 512 and 1024 px through the
+   released-size network, as a Keras ``tf.function`` and as the exported
+   SavedModel's ``serving_default`` (median of a few calls after a warm-up);
+2. training seconds per step of ``trainer.train_step`` compiled with
+   ``tf.function`` on one fixed synthetic batch, both stages, at the demo
+   setting (configs/demo.yaml), at the paper setting (configs/paper.yaml:
+   released network, batch 32, 256 crops; stage ``semi`` at a smaller batch
+   by default, see ``--paper-semi-batch``) and for the released network at
+   batch 8 with 64 crops, the setting of the PyTorch reference figures;
+3. tf.data throughput (crops per second) of the demo data and, when
+   ``../shared/data`` exists, the DDN-SIRR-like data, at each config's
+   batch and crop size, next to what training consumes at that setting;
+4. FLOPs counted by TensorFlow's profiler on the graphs that are timed
+   (forward: per image; training: the whole ``train_step`` graph, i.e.
+   forward, backward and optimizer), and the achieved GFLOP/s.
+
+Weights are random: speed does not depend on their values. Other programs
+running at the same time slow every figure down; the load average at the
+start is printed for that reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from bench._worker import RESULT_PREFIX
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# The released PyTorch network on this machine class (CPU, 2 threads), as the
+# project's issues quote it: one pretrain step (L1, Adam) at batch 8 with
+# 64 x 64 crops, and one 512 x 512 image through the network.
+PYTORCH_STEP_S = 0.96
+PYTORCH_512_S = 2.0
+
+INFERENCE_SIZES = (256, 512, 1024)
+WORKER_TIMEOUT_S = 900
+
+
+@dataclass
+class Measurement:
+    """One worker run: ``python -m bench._worker KIND PARAMS``."""
+
+    key: str  # names the result in --json and in the tables
+    kind: str  # "inference", "training" or "pipeline"
+    params: dict
+    title: str  # what the progress line says
+    result: dict = field(default_factory=dict)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="demo and released-8x64 training only, inference at 256 and 512, shorter timings",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
+    parser.add_argument(
+        "--markdown", metavar="FILE", help="also write the tables as markdown (for the README)"
+    )
+    parser.add_argument(
+        "--threads", type=int, help="TensorFlow CPU threads (default: TensorFlow's, all cores)"
+    )
+    parser.add_argument(
+        "--paper-semi-batch",
+        type=int,
+        default=4,
+        help="batch of the paper-setting semi step (default 4: batch 32 at 256 px needs "
+        "about 40 GB on CPU); its figures are also scaled to 32",
+    )
+    args = parser.parse_args(argv)
+    if args.paper_semi_batch < 1:
+        parser.error(f"--paper-semi-batch must be at least 1, got {args.paper_semi_batch}")
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
+    return args
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def plan(args) -> list[Measurement]:
+    """The measurements to run, in order."""
+    quick = args.quick
+    sizes = [s for s in INFERENCE_SIZES if not quick or s <= 512]
+    runs = 2 if quick else 3
+    seconds = 1.5 if quick else 3.0
+    demo, paper = "configs/demo.yaml", "configs/paper.yaml"
+    released_8x64 = ["train.batch_size=8", "train.crop_size=64"]
+    semi_batch = [f"train.batch_size={args.paper_semi_batch}"]
+    plan = [
+        Measurement(
+            "inference/keras",
+            "inference",
+            {"variant": "keras", "sizes": sizes, "flop_sizes": list(INFERENCE_SIZES), "runs": runs},
+            f"inference, Keras graph, {'/'.join(map(str, sizes))} px",
+        ),
+        Measurement(
+            "inference/savedmodel",
+            "inference",
+            {"variant": "savedmodel", "sizes": sizes, "flop_sizes": [], "runs": runs},
+            f"inference, SavedModel serving_default, {'/'.join(map(str, sizes))} px",
+        ),
+    ]
+    trainings = [
+        ("demo", "pretrain", demo, [], seconds, 3),
+        ("demo", "semi", demo, [], seconds, 3),
+        ("released-8x64", "pretrain", paper, released_8x64, seconds, 3),
+    ]
+    if not quick:  # minutes per step on a small CPU: time two steps after the warm-up
+        trainings += [
+            ("paper", "pretrain", paper, [], 0.0, 2),
+            ("paper", "semi", paper, semi_batch, 0.0, 2),
+        ]
+    for setting, stage, config, overrides, secs, min_steps in trainings:
+        plan.append(
+            Measurement(
+                f"training/{setting}/{stage}",
+                "training",
+                {
+                    "config": config,
+                    "stage": stage,
+                    "overrides": overrides,
+                    "seconds": secs,
+                    "min_steps": min_steps,
+                },
+                f"training, {setting}, {stage}",
+            )
+        )
+    pipelines = [("demo", demo)]
+    if SHARED_DATA.is_dir() and not quick:
+        pipelines.append(("ddn_sirr", "configs/ddn_sirr.yaml"))
+    for name, config in pipelines:
+        plan.append(
+            Measurement(
+                f"pipeline/{name}",
+                "pipeline",
+                {"config": config, "seconds": seconds},
+                f"tf.data pipeline, {Path(config).name}",
+            )
+        )
+    for measurement in plan:
+        if args.threads:
+            measurement.params["threads"] = args.threads
+    return plan
+
+
+def run_worker(measurement: Measurement) -> dict:
+    """Run one measurement in a child process; its result, or ``{"error": ...}``."""
+    command = [
+        sys.executable,
+        "-m",
+        "bench._worker",
+        measurement.kind,
+        json.dumps(measurement.params),
+    ]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command,
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=WORKER_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"no result after {WORKER_TIMEOUT_S} s", "wall_s": WORKER_TIMEOUT_S}
+    wall = time.perf_counter() - start
+    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
+    if done.returncode != 0 or not lines:
+        # A negative code is the signal that ended it (e.g. -9: killed, often out of memory).
+        tail = "\n".join(done.stderr.strip().splitlines()[-8:])
+        return {"error": f"exit code {done.returncode}\n{tail}", "wall_s": wall}
+    return {**json.loads(lines[-1][len(RESULT_PREFIX) :]), "wall_s": wall}
+
+
+# ---------------------------------------------------------------- the machine
+
+
+def machine_info() -> dict:
+    """What the figures depend on: CPU, cores, memory, versions, date, load."""
+    cpu = platform.processor() or platform.machine()
+    memory_gb = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                memory_gb = int(line.split()[1]) / 2**20  # kB -> GiB
+                break
+    except OSError:  # not Linux
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": memory_gb,
+        "python": platform.python_version(),
+        "tensorflow": metadata.version("tensorflow"),
+        "keras": metadata.version("keras"),
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
+        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+    }
+
+
+def describe_machine(info: dict, threads: int | None) -> str:
+    """One line naming the machine, as the README table cites it."""
+    memory = f", {info['memory_gib']:.0f} GiB RAM" if info.get("memory_gib") else ""
+    thread_note = f"{threads} TensorFlow threads" if threads else "TensorFlow's default threads"
+    return (
+        f"{info['cpu']}, {info['cores']} cores{memory}; {thread_note}; "
+        f"TensorFlow {info['tensorflow']}, Keras {info['keras']}, Python {info['python']}; "
+        f"{info['date']}"
+    )
+
+
+# ---------------------------------------------------------------- tables
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: str = "") -> str:
+    """A GitHub markdown table, columns padded to line up in a terminal too.
+
+    Args:
+        header: the column titles.
+        rows: the cells, as strings; each row as long as ``header``.
+        align: one letter per column, ``l`` (text) or ``r`` (numbers).
+            Default: the first column left, the others right.
+    """
+    align = align or "l" + "r" * (len(header) - 1)
+    if len(align) != len(header) or set(align) - {"l", "r"}:
+        raise ValueError(f"align={align!r} needs one 'l' or 'r' per column ({len(header)})")
+    for row in rows:
+        if len(row) != len(header):
+            raise ValueError(f"row {row} has {len(row)} cells, the header {len(header)}")
+    columns = zip(header, *rows, strict=True)
+    widths = [max(3, *(len(cell) for cell in column)) for column in columns]  # "---" at least
+
+    def line(cells):
+        padded = [
+            cell.ljust(width) if side == "l" else cell.rjust(width)
+            for cell, width, side in zip(cells, widths, align, strict=True)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = [
+        ":" + "-" * (width + 1) if side == "l" else "-" * (width + 1) + ":"
+        for width, side in zip(widths, align, strict=True)
+    ]
+    return "\n".join([line(header), "|" + "|".join(rule) + "|", *(line(row) for row in rows)])
+
+
+def _gflop(counts: dict) -> float:
+    return sum(counts.values()) / 1e9
+
+
+def _fmt(value, digits: int = 2) -> str:
+    """A number with ``digits`` decimals, or an en dash when it is missing."""
+    return "–" if value is None else f"{value:,.{digits}f}"
+
+
+def _failed(result: dict) -> str:
+    if "error" in result:
+        return "failed: " + result["error"].splitlines()[0]
+    return "not run"
+
+
+def inference_rows(keras: dict, saved: dict) -> list[list[str]]:
+    """Rows of the inference table: one per image size."""
+    flops = {row["size"]: _gflop(row["flops"]) for row in keras.get("forward_flops", [])}
+    latency = {
+        name: {row["size"]: row for row in result.get("latency", [])}
+        for name, result in (("keras", keras), ("savedmodel", saved))
+    }
+    rows = []
+    for size in INFERENCE_SIZES:
+        gflop = flops.get(size)
+        cells = [f"{size} × {size}", _fmt(gflop, 1)]
+        for name in ("keras", "savedmodel"):
+            row = latency[name].get(size)
+            seconds = row and row["median_s"]
+            cells.append(_fmt(seconds, 3))
+        for name in ("keras", "savedmodel"):
+            row = latency[name].get(size)
+            cells.append(_fmt(gflop / row["median_s"], 0) if row and gflop else "–")
+        peaks = [latency[name].get(size, {}).get("peak_rss_mb") for name in latency]
+        cells.append(" / ".join(_fmt(p, 0) for p in peaks))
+        rows.append(cells)
+    return rows
+
+
+INFERENCE_HEADER = [
+    "image (px)",
+    "GFLOP",
+    "Keras graph (s)",
+    "SavedModel (s)",
+    "Keras GFLOP/s",
+    "SavedModel GFLOP/s",
+    "peak RSS MB (Keras / SavedModel)",
+]
+
+SETTING_NAMES = {
+    "demo": "demo (configs/demo.yaml)",
+    "released-8x64": "released net, reference",
+    "paper": "paper (configs/paper.yaml)",
+}
+
+TRAINING_HEADER = [
+    "setting",
+    "stage",
+    "batch × crop",
+    "s / step",
+    "steps / s",
+    "crops / s",
+    "GFLOP / step",
+    "GFLOP/s",
+    "peak RSS MB",
+]
+
+
+def crops_per_step(result: dict) -> int:
+    """Labeled crops, plus as many unlabeled ones for ``semi``."""
+    return result["batch_size"] * (2 if result["stage"] == "semi" else 1)
+
+
+def training_rows(measurements: list[Measurement]) -> list[list[str]]:
+    """Rows of the training table: one per (setting, stage)."""
+    rows = []
+    for m in measurements:
+        if m.kind != "training":
+            continue
+        _, setting, stage = m.key.split("/")
+        r = m.result
+        if "seconds_per_step" not in r:
+            rows.append([SETTING_NAMES[setting], stage, "", _failed(r), "", "", "", "", ""])
+            continue
+        seconds = r["seconds_per_step"]
+        gflop = _gflop(r["step_flops"])
+        rows.append(
+            [
+                SETTING_NAMES[setting],
+                stage,
+                f"{r['batch_size']} × {r['crop_size']}²",
+                _fmt(seconds, 3),
+                _fmt(1 / seconds, 2),
+                _fmt(crops_per_step(r) / seconds, 1),
+                _fmt(gflop, 1),
+                _fmt(gflop / seconds, 0),
+                _fmt(r["peak_rss_mb"], 0),
+            ]
+        )
+    return rows
+
+
+PIPELINE_HEADER = [
+    "config",
+    "batch × crop",
+    "pretrain stream (crops/s)",
+    "semi streams (crops/s)",
+    "× pretrain need",
+    "× semi need",
+    "build (s)",
+    "peak RSS MB",
+]
+
+# Which training setting each pipeline feeds (same network, batch and crop).
+PIPELINE_FEEDS = {"demo": "demo", "ddn_sirr": "paper"}
+
+
+def pipeline_rows(measurements: list[Measurement]) -> list[list[str]]:
+    """Rows of the pipeline table, with the pipeline's speed over what training consumes."""
+    by_key = {m.key: m.result for m in measurements}
+    rows = []
+    for m in measurements:
+        if m.kind != "pipeline":
+            continue
+        name = m.key.split("/")[1]
+        r = m.result
+        if "labeled_crops_per_s" not in r:
+            reason = f"skipped: {r['skipped']}" if "skipped" in r else _failed(r)
+            rows.append([Path(m.params["config"]).name, "", reason, "", "", "", "", ""])
+            continue
+        ratios = []
+        for stage, delivered in (
+            ("pretrain", r["labeled_crops_per_s"]),
+            ("semi", r["semi_crops_per_s"]),
+        ):
+            trained = by_key.get(f"training/{PIPELINE_FEEDS[name]}/{stage}", {})
+            if "seconds_per_step" in trained:
+                needed = crops_per_step(trained) / trained["seconds_per_step"]
+                ratios.append(_fmt(delivered / needed, 0) + "×")
+            else:
+                ratios.append("–")
+        rows.append(
+            [
+                Path(r["config"]).name,
+                f"{r['batch_size']} × {r['crop_size']}²",
+                _fmt(r["labeled_crops_per_s"], 0),
+                _fmt(r["semi_crops_per_s"], 0),
+                *ratios,
+                _fmt(r["build_s"], 1),
+                _fmt(r["peak_rss_mb"], 0),
+            ]
+        )
+    return rows
+
+
+def notes(measurements: list[Measurement], args) -> list[str]:
+    """The reference comparisons and the conventions behind the tables."""
+    by_key = {m.key: m.result for m in measurements}
+    lines = []
+    reference = by_key.get("training/released-8x64/pretrain", {})
+    if "seconds_per_step" in reference:
+        seconds = reference["seconds_per_step"]
+        lines.append(
+            f"Released network, pretrain step at batch 8 with 64 × 64 crops: {seconds:.3f} s "
+            f"here vs ~{PYTORCH_STEP_S} s for the released PyTorch network "
+            f"(L1, Adam, CPU, 2 threads): {PYTORCH_STEP_S / seconds:.1f}× faster."
+        )
+    at_512 = []
+    for key, name in (("inference/keras", "Keras graph"), ("inference/savedmodel", "SavedModel")):
+        for row in by_key.get(key, {}).get("latency", []):
+            if row["size"] == 512:
+                seconds = row["median_s"]
+                at_512.append(f"{name} {seconds:.3f} s ({PYTORCH_512_S / seconds:.1f}× faster)")
+    if at_512:
+        lines.append(
+            f"One 512 × 512 image: {', '.join(at_512)} vs ~{PYTORCH_512_S} s for the released "
+            "PyTorch network."
+        )
+    semi = by_key.get("training/paper/semi", {})
+    if "seconds_per_step" in semi and semi["batch_size"] != 32:
+        scale = 32 / semi["batch_size"]
+        baseline = semi.get("baseline_rss_mb", 0.0)
+        memory = baseline + (semi["peak_rss_mb"] - baseline) * scale
+        lines.append(
+            f"Paper semi ran at batch {semi['batch_size']} (--paper-semi-batch); at batch 32 "
+            f"expect ≈ {semi['seconds_per_step'] * scale:.0f} s / step and "
+            f"≈ {memory / 1024:.0f} GB peak (both scaled linearly with the batch)."
+        )
+    if "step_flops" in reference:
+        forward = _gflop(reference["forward_flops_per_crop"]) * reference["batch_size"]
+        ratio = _gflop(reference["step_flops"]) / forward
+        lines.append(
+            "FLOPs are counted by TensorFlow's profiler on the timed graphs (a multiply-add "
+            "is 2 FLOPs; resize, LeakyReLU, sigmoid, tanh count 0, <2 % of the work). "
+            "Training FLOPs are those of the whole train_step graph (forward, backward, "
+            f"optimizer): for pretrain {ratio:.2f}× the forward FLOPs of the batch, the usual "
+            "≈3× convention; a semi step runs the online network forward and backward on "
+            "5 × batch images (labeled + 4 × batch Eq. 9 mixtures) and the target forward "
+            "on the unlabeled batch."
+        )
+    lines.append(
+        "Latency: median of "
+        f"{'2' if args.quick else '3'} calls on one image after a warm-up call; training: "
+        "one fixed synthetic batch, first (tracing) step not timed; peak RSS: the whole "
+        "process (TensorFlow, network, data), one process per measurement. Weights are "
+        "random; speed does not depend on them."
+    )
+    return lines
+
+
+def report(measurements: list[Measurement], info: dict, args) -> str:
+    """The tables and notes as markdown."""
+    by_key = {m.key: m.result for m in measurements}
+    parts = [
+        f"Machine: {describe_machine(info, args.threads)}. "
+        f"Command: `python -m bench{' --quick' if args.quick else ''}`.",
+        "",
+        "**Inference**, one image through the released-size network (median seconds):",
+        "",
+        markdown_table(
+            INFERENCE_HEADER,
+            inference_rows(
+                by_key.get("inference/keras", {}), by_key.get("inference/savedmodel", {})
+            ),
+        ),
+        "",
+        "**Training**, `tf.function(trainer.train_step)` on a fixed batch "
+        "(crops / s counts labeled and unlabeled crops):",
+        "",
+        markdown_table(TRAINING_HEADER, training_rows(measurements), "lllrrrrrr"),
+        "",
+        "**Input pipeline** (tf.data), crops per second, and how many times faster than "
+        "training at the same setting consumes them:",
+        "",
+        markdown_table(PIPELINE_HEADER, pipeline_rows(measurements), "llrrrrrr"),
+        "",
+        *(f"- {line}" for line in notes(measurements, args)),
+    ]
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+
+def _progress(measurement: Measurement) -> str:
+    r = measurement.result
+    if "error" in r:
+        return f"FAILED ({r['error']})"
+    if "skipped" in r:
+        return f"skipped: {r['skipped']}"
+    if measurement.kind == "inference":
+        times = ", ".join(f"{row['size']}: {row['median_s']:.3f} s" for row in r["latency"])
+        return times
+    if measurement.kind == "training":
+        return (
+            f"{r['seconds_per_step']:.3f} s / step ({r['steps']} steps; "
+            f"first step {r['first_step_s']:.1f} s), peak {r['peak_rss_mb']:.0f} MB"
+        )
+    return (
+        f"{r['labeled_crops_per_s']:.0f} crops/s labeled, {r['semi_crops_per_s']:.0f} crops/s "
+        "both streams"
+    )
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    info = machine_info()
+    print(f"moss-tf benchmark on {describe_machine(info, args.threads)}")
+    load = info["load_average_1min"]
+    if load is not None:
+        busy = " (the machine is busy: figures may come out slower)" if load > 0.5 else ""
+        print(f"load average at start: {load:.2f}{busy}")
+    measurements = plan(args)
+    started = time.perf_counter()
+    for i, m in enumerate(measurements, 1):
+        print(f"[{i}/{len(measurements)}] {m.title} ...", end=" ", flush=True)
+        m.result = run_worker(m)
+        print(f"{_progress(m)}  [{m.result['wall_s']:.0f} s]", flush=True)
+    total = time.perf_counter() - started
+    text = report(measurements, info, args)
+    print(f"\nAll measurements took {total:.0f} s.\n")
+    print(text, end="")
+    if args.markdown:
+        Path(args.markdown).write_text(text, encoding="utf-8")
+        print(f"\nmarkdown written to {args.markdown}")
+    if args.json:
+        figures = {
+            "machine": info,
+            "threads": args.threads,
+            "quick": args.quick,
+            "total_s": total,
+            "reference_pytorch": {
+                "pretrain_step_8x64_s": PYTORCH_STEP_S,
+                "inference_512_s": PYTORCH_512_S,
+            },
+            "measurements": {m.key: {"params": m.params, **m.result} for m in measurements},
+        }
+        Path(args.json).write_text(json.dumps(figures, indent=2), encoding="utf-8")
+        print(f"figures written to {args.json}")
+    return 1 if any("error" in m.result for m in measurements) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
