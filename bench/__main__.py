@@ -1,7 +1,7 @@
 """The moss-tf benchmark: how fast this machine runs inference, training and the input pipeline.
 
-    .venv/bin/python -m bench                          # everything, about 4-5 minutes on 2 cores
-    .venv/bin/python -m bench --quick                  # demo settings and 256/512 only, ~1.5 min
+    .venv/bin/python -m bench                      # everything, about 4 minutes on 2 idle cores
+    .venv/bin/python -m bench --quick              # demo settings, 256 and 512 px: about a minute
     .venv/bin/python -m bench --json bench.json --markdown bench.md
 
 Prints the machine (CPU, cores, memory, TensorFlow, date), then runs each
@@ -92,7 +92,7 @@ def parse_args(argv=None):
         type=int,
         default=4,
         help="batch of the paper-setting semi step (default 4: batch 32 at 256 px needs "
-        "about 40 GB on CPU); its figures are also scaled to 32",
+        "about 33 GB on CPU); its time and memory are also scaled to batch 32",
     )
     args = parser.parse_args(argv)
     if args.paper_semi_batch < 1:
@@ -110,7 +110,7 @@ def plan(args) -> list[Measurement]:
     quick = args.quick
     sizes = [s for s in INFERENCE_SIZES if not quick or s <= 512]
     runs = 2 if quick else 3
-    seconds = 1.5 if quick else 3.0
+    seconds = 1.0 if quick else 2.0  # per training variant and per pipeline stream
     demo, paper = "configs/demo.yaml", "configs/paper.yaml"
     released_8x64 = ["train.batch_size=8", "train.crop_size=64"]
     semi_batch = [f"train.batch_size={args.paper_semi_batch}"]
@@ -133,9 +133,9 @@ def plan(args) -> list[Measurement]:
         ("demo", "semi", demo, [], seconds, 3),
         ("released-8x64", "pretrain", paper, released_8x64, seconds, 3),
     ]
-    if not quick:  # minutes per step on a small CPU: time two steps after the warm-up
+    if not quick:  # ~20 s per step on 2 cores: one or two steps after the warm-up step
         trainings += [
-            ("paper", "pretrain", paper, [], 0.0, 2),
+            ("paper", "pretrain", paper, [], 0.0, 1),
             ("paper", "semi", paper, semi_batch, 0.0, 2),
         ]
     for setting, stage, config, overrides, secs, min_steps in trainings:
@@ -283,9 +283,22 @@ def _gflop(counts: dict) -> float:
     return sum(counts.values()) / 1e9
 
 
-def _fmt(value, digits: int = 2) -> str:
-    """A number with ``digits`` decimals, or an en dash when it is missing."""
-    return "–" if value is None else f"{value:,.{digits}f}"
+def _fmt(value, digits: int | None = None) -> str:
+    """A figure for a table: ``digits`` decimals, or three significant digits by default.
+
+    Large values keep all their integer digits with thousands separators
+    (``8,009``); a missing value is an en dash.
+    """
+    if value is None:
+        return "–"
+    if value == 0:
+        return "0"
+    if digits is None:
+        magnitude = abs(value)
+        digits = 0 if magnitude >= 100 else 1 if magnitude >= 10 else 2 if magnitude >= 1 else 3
+        if 0 < magnitude < 0.01:
+            return f"{value:.2g}"
+    return f"{value:,.{digits}f}"
 
 
 def _failed(result: dict) -> str:
@@ -308,7 +321,7 @@ def inference_rows(keras: dict, saved: dict) -> list[list[str]]:
         for name in ("keras", "savedmodel"):
             row = latency[name].get(size)
             seconds = row and row["median_s"]
-            cells.append(_fmt(seconds, 3))
+            cells.append(_fmt(seconds))
         for name in ("keras", "savedmodel"):
             row = latency[name].get(size)
             cells.append(_fmt(gflop / row["median_s"], 0) if row and gflop else "–")
@@ -370,10 +383,10 @@ def training_rows(measurements: list[Measurement]) -> list[list[str]]:
                 SETTING_NAMES[setting],
                 stage,
                 f"{r['batch_size']} × {r['crop_size']}²",
-                _fmt(seconds, 3),
-                _fmt(1 / seconds, 2),
-                _fmt(crops_per_step(r) / seconds, 1),
-                _fmt(gflop, 1),
+                _fmt(seconds),
+                _fmt(1 / seconds),
+                _fmt(crops_per_step(r) / seconds),
+                _fmt(gflop),
                 _fmt(gflop / seconds, 0),
                 _fmt(r["peak_rss_mb"], 0),
             ]
@@ -434,6 +447,15 @@ def pipeline_rows(measurements: list[Measurement]) -> list[list[str]]:
     return rows
 
 
+def cores_used(measurements: list[Measurement]) -> list[float]:
+    """Cores each timed section kept busy (see :class:`bench._worker.CoresUsed`)."""
+    found = []
+    for m in measurements:
+        rows = [*m.result.get("latency", []), m.result]
+        found += [row["cores_used"] for row in rows if "cores_used" in row]
+    return found
+
+
 def notes(measurements: list[Measurement], args) -> list[str]:
     """The reference comparisons and the conventions behind the tables."""
     by_key = {m.key: m.result for m in measurements}
@@ -478,6 +500,14 @@ def notes(measurements: list[Measurement], args) -> list[str]:
             "≈3× convention; a semi step runs the online network forward and backward on "
             "5 × batch images (labeled + 4 × batch Eq. 9 mixtures) and the target forward "
             "on the unlabeled batch."
+        )
+    cores = cores_used(measurements)
+    if cores:
+        lines.append(
+            f"The timed sections ran on {min(cores):.1f} to {max(cores):.1f} of the "
+            f"{os.cpu_count()} cores (process CPU time / wall time); well below "
+            f"{os.cpu_count()}, other programs were taking CPU time and the figures are "
+            "slower than this machine can do."
         )
     lines.append(
         "Latency: median of "
@@ -530,16 +560,19 @@ def _progress(measurement: Measurement) -> str:
     if "skipped" in r:
         return f"skipped: {r['skipped']}"
     if measurement.kind == "inference":
-        times = ", ".join(f"{row['size']}: {row['median_s']:.3f} s" for row in r["latency"])
-        return times
+        return ", ".join(
+            f"{row['size']}: {row['median_s']:.3f} s ({row['cores_used']:.1f} cores)"
+            for row in r["latency"]
+        )
     if measurement.kind == "training":
         return (
             f"{r['seconds_per_step']:.3f} s / step ({r['steps']} steps; "
-            f"first step {r['first_step_s']:.1f} s), peak {r['peak_rss_mb']:.0f} MB"
+            f"first step {r['first_step_s']:.1f} s; {r['cores_used']:.1f} cores), "
+            f"peak {r['peak_rss_mb']:.0f} MB"
         )
     return (
         f"{r['labeled_crops_per_s']:.0f} crops/s labeled, {r['semi_crops_per_s']:.0f} crops/s "
-        "both streams"
+        f"both streams ({r['cores_used']:.1f} cores)"
     )
 
 

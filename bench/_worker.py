@@ -26,6 +26,22 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 RESULT_PREFIX = "BENCH_RESULT "
 
 
+class CoresUsed:
+    """CPU time over wall time of a block: about the core count when nothing else runs.
+
+    ``with CoresUsed() as usage: ...`` then ``usage.cores``; far below the
+    core count means other programs took CPU time while this one was timed.
+    """
+
+    def __enter__(self):
+        self._cpu, self._wall = time.process_time(), time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        wall = time.perf_counter() - self._wall
+        self.cores = (time.process_time() - self._cpu) / max(wall, 1e-9)
+
+
 def max_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -92,13 +108,15 @@ def inference(
         result["baseline_rss_mb"] = max_rss_mb()
         for side in sorted(sizes):
             image = tf.random.stateless_uniform([1, side, side, 3], (side, 0), low, 1.0)
-            median, fastest = timed(fn, image, warmup, runs)
+            with CoresUsed() as usage:
+                median, fastest = timed(fn, image, warmup, runs)
             result["latency"].append(
                 {
                     "size": side,
                     "median_s": median,
                     "fastest_s": fastest,
                     "runs": runs,
+                    "cores_used": usage.cores,
                     "peak_rss_mb": max_rss_mb(),
                 }
             )
@@ -163,11 +181,17 @@ def training(
     float(step(batch)["loss"])  # waits for the step to finish
     result["first_step_s"] = time.perf_counter() - start
     steps, start = 0, time.perf_counter()
-    while steps < min_steps or time.perf_counter() - start < seconds:
-        float(step(batch)["loss"])
-        steps += 1
+    with CoresUsed() as usage:
+        while steps < min_steps or time.perf_counter() - start < seconds:
+            float(step(batch)["loss"])
+            steps += 1
     elapsed = time.perf_counter() - start
-    result.update(steps=steps, seconds_per_step=elapsed / steps, peak_rss_mb=max_rss_mb())
+    result.update(
+        steps=steps,
+        seconds_per_step=elapsed / steps,
+        cores_used=usage.cores,
+        peak_rss_mb=max_rss_mb(),
+    )
     return result
 
 
@@ -196,9 +220,11 @@ def pipeline(config: str, seconds: float = 3.0, threads: int | None = None) -> d
         return {**result, "skipped": str(err), "peak_rss_mb": max_rss_mb()}
     result["build_s"] = time.perf_counter() - start
     result["baseline_rss_mb"] = max_rss_mb()
-    result["labeled_crops_per_s"] = crops_per_second(data.labeled, batch, seconds)
-    both = tf.data.Dataset.zip(data.labeled, data.unlabeled)
-    result["semi_crops_per_s"] = crops_per_second(both, 2 * batch, seconds)
+    with CoresUsed() as usage:
+        result["labeled_crops_per_s"] = crops_per_second(data.labeled, batch, seconds)
+        both = tf.data.Dataset.zip(data.labeled, data.unlabeled)
+        result["semi_crops_per_s"] = crops_per_second(both, 2 * batch, seconds)
+    result["cores_used"] = usage.cores
     result["peak_rss_mb"] = max_rss_mb()
     return result
 
@@ -211,7 +237,13 @@ def main(argv=None) -> int:
     if len(argv) != 2 or argv[0] not in MEASUREMENTS:
         print(f"usage: python -m bench._worker {{{','.join(MEASUREMENTS)}}} JSON", file=sys.stderr)
         return 2
-    result = MEASUREMENTS[argv[0]](**json.loads(argv[1]))
+    from moss_tf.errors import MossError
+
+    try:
+        result = MEASUREMENTS[argv[0]](**json.loads(argv[1]))
+    except MossError as err:  # a config or data problem: one sentence, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(RESULT_PREFIX + json.dumps(result), flush=True)
     return 0
 

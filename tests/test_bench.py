@@ -1,0 +1,234 @@
+"""The benchmark command's own logic: FLOP counting, tables, reference ratios, the worker.
+
+No timing is asserted: speed figures belong to ``python -m bench``, not to tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import keras
+import pytest
+from conftest import TINY_MODEL
+
+from bench.__main__ import (
+    Measurement,
+    markdown_table,
+    pipeline_rows,
+    report,
+    run_worker,
+    training_rows,
+)
+from bench._worker import training
+from bench.flops import forward_flops, total_gflop
+from moss_tf.model import MOSSNet
+
+TINY_OVERRIDES = [f"model.{key}={value}" for key, value in TINY_MODEL.items()] + [
+    "train.batch_size=2",
+    "train.crop_size=16",
+]
+
+
+def conv_flops(side: int, kernel: int, in_channels: int, out_channels: int) -> int:
+    """A 'same' convolution on a side x side map: a multiply and an add per MAC."""
+    return 2 * side * side * kernel * kernel * in_channels * out_channels
+
+
+def analytic_conv_flops(net: MOSSNet, side: int) -> int:
+    """Conv2D FLOPs of MOSSNet on one side x side image, from SPEC.md §1 by hand."""
+
+    def block(b, side):
+        side = side * 2 if b.upsample else side
+        mid = max(b.in_channels, b.out_channels)
+        flops = conv_flops(side, 3, b.in_channels, mid) + conv_flops(side, 3, mid, b.out_channels)
+        if b.in_channels != b.out_channels:
+            flops += conv_flops(side, 1, b.in_channels, b.out_channels)
+        return flops, side // 2 if b.downsample else side
+
+    total = conv_flops(side, 3, 3, net.base_channels)  # head
+    resolution = side
+    for stage in net.encoder_stages:
+        for b in stage:
+            flops, resolution = block(b, resolution)
+            total += flops
+    for i, stage in enumerate(net.decoder_stages):
+        for b in stage:
+            flops, resolution = block(b, resolution)
+            total += flops
+        if i < len(net.fusions):  # gamma and beta from g, the gate alpha from f
+            channels = net.fusions[i].channels
+            total += 2 * conv_flops(resolution, 1, channels, channels)
+            total += conv_flops(resolution, 1, channels, 1)
+    return total + conv_flops(side, 3, net.base_channels, 3)  # tail
+
+
+def test_flops_of_two_convolutions_match_the_textbook_count():
+    net = keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            keras.layers.Conv2D(8, 3, padding="same", use_bias=False),
+            keras.layers.Conv2D(5, 1, use_bias=False),
+        ]
+    )
+    counts = forward_flops(net, 12)
+    assert counts == {"Conv2D": conv_flops(12, 3, 3, 8) + conv_flops(12, 1, 8, 5)}
+
+
+def test_moss_flops_count_every_convolution_and_scale_with_the_pixels():
+    net = MOSSNet(**TINY_MODEL)
+    net.build()
+    small, large = forward_flops(net, 16), forward_flops(net, 32)
+    assert small["Conv2D"] == analytic_conv_flops(net, 16)
+    assert large["Conv2D"] == analytic_conv_flops(net, 32) == 4 * small["Conv2D"]
+    # The memory read and update are matrix products: counted too, not just the convolutions.
+    assert small["MatMul"] > 0
+    assert total_gflop(small) * 1e9 > small["Conv2D"]
+
+
+def test_the_released_network_costs_what_its_architecture_says():
+    net = MOSSNet()
+    net.build()
+    counts = forward_flops(net, 64)
+    assert counts["Conv2D"] == analytic_conv_flops(net, 64)
+    # ~19.8 GFLOP at 256 x 256 is what the README quotes: 1/16 of it at 64 x 64.
+    assert total_gflop(counts) == pytest.approx(19.84 / 16, rel=0.01)
+
+
+def test_markdown_table_lines_up_and_rejects_ragged_rows():
+    table = markdown_table(["size", "seconds"], [["256", "0.2"], ["1024", "12.25"]])
+    lines = table.splitlines()
+    assert lines[0] == "| size | seconds |"
+    assert lines[1] == "|:-----|--------:|"
+    assert lines[3] == "| 1024 |   12.25 |"
+    assert len({len(line) for line in lines}) == 1
+    with pytest.raises(ValueError, match="2 cells"):
+        markdown_table(["a", "b", "c"], [["1", "2"]])
+
+
+def _fake_run() -> list[Measurement]:
+    """Results as workers return them: 512 px in 0.8 s, 8 x 64 pretrain in 0.48 s."""
+    return [
+        Measurement(
+            "inference/keras",
+            "inference",
+            {},
+            "",
+            {
+                "latency": [{"size": 512, "median_s": 0.8, "cores_used": 2.0, "peak_rss_mb": 800}],
+                "forward_flops": [{"size": 512, "flops": {"Conv2D": 78e9, "MatMul": 2e9}}],
+            },
+        ),
+        Measurement("inference/savedmodel", "inference", {}, "", {"error": "exit code -9\n..."}),
+        Measurement(
+            "training/released-8x64/pretrain",
+            "training",
+            {},
+            "",
+            {
+                "stage": "pretrain",
+                "batch_size": 8,
+                "crop_size": 64,
+                "seconds_per_step": 0.48,
+                "step_flops": {"Conv2D": 29.7e9},
+                "forward_flops_per_crop": {"Conv2D": 1.24e9},
+                "cores_used": 1.5,
+                "peak_rss_mb": 900.0,
+            },
+        ),
+        Measurement(
+            "training/demo/pretrain",
+            "training",
+            {},
+            "",
+            {
+                "stage": "pretrain",
+                "batch_size": 8,
+                "crop_size": 64,
+                "seconds_per_step": 0.25,
+                "step_flops": {"Conv2D": 18e9},
+                "forward_flops_per_crop": {"Conv2D": 0.75e9},
+                "cores_used": 2.0,
+                "peak_rss_mb": 800.0,
+            },
+        ),
+        Measurement("training/demo/semi", "training", {}, "", {"error": "exit code -9\n..."}),
+        Measurement(
+            "pipeline/demo",
+            "pipeline",
+            {"config": "configs/demo.yaml"},
+            "",
+            {
+                "config": "configs/demo.yaml",
+                "batch_size": 8,
+                "crop_size": 64,
+                "labeled_crops_per_s": 320.0,
+                "semi_crops_per_s": 640.0,
+                "build_s": 1.0,
+                "cores_used": 1.0,
+                "peak_rss_mb": 600.0,
+            },
+        ),
+    ]
+
+
+def test_report_states_speed_ups_against_pytorch_and_marks_failures():
+    info = {
+        "cpu": "Test CPU",
+        "cores": 2,
+        "memory_gib": 8.0,
+        "python": "3.11",
+        "tensorflow": "2.x",
+        "keras": "3.x",
+        "date": "2025-01-01T00:00+00:00",
+    }
+    args = argparse.Namespace(quick=False, threads=None, paper_semi_batch=4)
+    text = report(_fake_run(), info, args)
+    assert "Test CPU, 2 cores, 8 GiB RAM" in text
+    assert "0.480 s here vs ~0.96 s" in text and "2.0× faster" in text  # 0.96 / 0.48
+    assert "Keras graph 0.800 s (2.5× faster)" in text  # 2.0 / 0.8
+    # 80 GFLOP in 0.8 s; the SavedModel failed, so its cells are dashes.
+    assert "| 512 × 512   |  80.0 |           0.800 |              – |           100 |" in text
+    # The pretrain step graph holds 29.7 / (8 x 1.24) = 2.99 forward passes of the batch.
+    assert "2.99× the forward FLOPs" in text
+    assert "1.0 to 2.0 of the" in text
+
+
+def test_training_and_pipeline_rows_compare_the_pipeline_with_what_training_consumes():
+    run = _fake_run()
+    rows = {(row[0], row[1]): row for row in training_rows(run)}
+    demo = rows[("demo (configs/demo.yaml)", "pretrain")]
+    assert demo[3:8] == ["0.250", "4.00", "32.0", "18.0", "72"]  # s, steps/s, crops/s, GFLOP
+    assert rows[("demo (configs/demo.yaml)", "semi")][3].startswith("failed: exit code -9")
+    (pipeline,) = pipeline_rows(run)
+    # Pretrain consumes 8 / 0.25 = 32 crops/s; the pipeline gives 320. Semi was not measured.
+    assert pipeline[4:6] == ["10×", "–"]
+
+
+def test_training_worker_counts_a_pretrain_step_as_about_three_forward_passes():
+    result = training("configs/demo.yaml", "pretrain", TINY_OVERRIDES, min_steps=1, seconds=0.0)
+    assert result["steps"] == 1 and result["seconds_per_step"] > 0
+    forward = total_gflop(result["forward_flops_per_crop"]) * result["batch_size"]
+    assert 2.5 < total_gflop(result["step_flops"]) / forward < 3.5
+    assert result["peak_rss_mb"] >= result["baseline_rss_mb"] > 0
+
+
+@pytest.mark.slow
+def test_worker_process_reports_its_result_and_its_failure():
+    ok = Measurement(
+        "training/demo/semi",
+        "training",
+        {
+            "config": "configs/demo.yaml",
+            "stage": "semi",
+            "overrides": TINY_OVERRIDES,
+            "min_steps": 1,
+            "seconds": 0.0,
+        },
+        "",
+    )
+    result = run_worker(ok)
+    assert result["stage"] == "semi" and result["steps"] == 1
+    assert result["wall_s"] > 0 and result["peak_rss_mb"] > 0
+    bad = Measurement("pipeline/x", "pipeline", {"config": "configs/no_such.yaml"}, "")
+    failed = run_worker(bad)
+    assert failed["error"].startswith("exit code 1") and "no_such.yaml" in failed["error"]
