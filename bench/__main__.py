@@ -318,13 +318,9 @@ def inference_rows(keras: dict, saved: dict) -> list[list[str]]:
     for size in INFERENCE_SIZES:
         gflop = flops.get(size)
         cells = [f"{size} × {size}", _fmt(gflop, 1)]
-        for name in ("keras", "savedmodel"):
-            row = latency[name].get(size)
-            seconds = row and row["median_s"]
-            cells.append(_fmt(seconds))
-        for name in ("keras", "savedmodel"):
-            row = latency[name].get(size)
-            cells.append(_fmt(gflop / row["median_s"], 0) if row and gflop else "–")
+        seconds = [latency[name].get(size, {}).get("median_s") for name in latency]
+        cells += [_fmt(s) for s in seconds]
+        cells += [_fmt(gflop / s, 0) if s and gflop else "–" for s in seconds]
         peaks = [latency[name].get(size, {}).get("peak_rss_mb") for name in latency]
         cells.append(" / ".join(_fmt(p, 0) for p in peaks))
         rows.append(cells)
@@ -343,7 +339,7 @@ INFERENCE_HEADER = [
 
 SETTING_NAMES = {
     "demo": "demo (configs/demo.yaml)",
-    "released-8x64": "released net, reference",
+    "released-8x64": f"released net (PyTorch: {PYTORCH_STEP_S} s)",
     "paper": "paper (configs/paper.yaml)",
 }
 
