@@ -452,7 +452,7 @@ def cores_used(measurements: list[Measurement]) -> list[float]:
     return found
 
 
-def notes(measurements: list[Measurement], args) -> list[str]:
+def notes(measurements: list[Measurement], info: dict, args) -> list[str]:
     """The reference comparisons and the conventions behind the tables."""
     by_key = {m.key: m.result for m in measurements}
     lines = []
@@ -497,14 +497,18 @@ def notes(measurements: list[Measurement], args) -> list[str]:
             "5 × batch images (labeled + 4 × batch Eq. 9 mixtures) and the target forward "
             "on the unlabeled batch."
         )
-    cores = cores_used(measurements)
+    cores, available = cores_used(measurements), info["cores"] or 1
     if cores:
-        lines.append(
-            f"The timed sections ran on {min(cores):.1f} to {max(cores):.1f} of the "
-            f"{os.cpu_count()} cores (process CPU time / wall time); well below "
-            f"{os.cpu_count()}, other programs were taking CPU time and the figures are "
-            "slower than this machine can do."
+        line = (
+            f"The timed sections kept {min(cores):.1f} to {max(cores):.1f} of the {available} "
+            "cores busy (process CPU time / wall time)"
         )
+        if min(cores) < 0.75 * available:
+            line += (
+                "; where far below that, other programs were taking CPU time (or the work was "
+                "too small to split) and the figure is slower than this machine can do"
+            )
+        lines.append(line + ".")
     lines.append(
         "Latency: median of "
         f"{'2' if args.quick else '3'} calls on one image after a warm-up call; training: "
@@ -541,7 +545,7 @@ def report(measurements: list[Measurement], info: dict, args) -> str:
         "",
         markdown_table(PIPELINE_HEADER, pipeline_rows(measurements), "llrrrrrr"),
         "",
-        *(f"- {line}" for line in notes(measurements, args)),
+        *(f"- {line}" for line in notes(measurements, info, args)),
     ]
     return "\n".join(parts) + "\n"
 
@@ -576,10 +580,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     info = machine_info()
     print(f"moss-tf benchmark on {describe_machine(info, args.threads)}")
-    load = info["load_average_1min"]
-    if load is not None:
-        busy = " (the machine is busy: figures may come out slower)" if load > 0.5 else ""
-        print(f"load average at start: {load:.2f}{busy}")
+    if info["load_average_1min"] is not None:  # each measurement reports the cores it got
+        print(f"load average at start: {info['load_average_1min']:.2f}")
     measurements = plan(args)
     started = time.perf_counter()
     for i, m in enumerate(measurements, 1):
