@@ -122,3 +122,21 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
         ckpt.atomic_write(path, failing)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["state.bin"]
+
+
+def test_bad_serving_requests_are_refused_clearly(tmp_path):
+    import tensorflow as tf
+    from conftest import TINY_MODEL
+
+    from moss_tf.export import export_saved_model
+    from moss_tf.model import MOSSNet
+
+    net = MOSSNet(**TINY_MODEL)
+    net.build()
+    served = tf.saved_model.load(str(export_saved_model(net, tmp_path / "moss", warmup=False)))
+    images = served.signatures["serving_default"]
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match="float"):
+        images(images=tf.zeros((1, 16, 16, 3), tf.int32))
+    encoded = served.signatures["derain_bytes"]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="image"):
+        encoded(image_bytes=tf.constant([b"this is not an image"]))
