@@ -22,7 +22,12 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+from moss_tf.cli import (
+    add_config_arguments,
+    add_model_source_arguments,
+    load_experiment,
+    load_trained_network,
+)
 
 
 def parse_args(argv=None):
@@ -33,14 +38,12 @@ def parse_args(argv=None):
             "or derain your own photos with --input PATH --output DIR."
         ),
     )
-    parser.add_argument(
-        "--config",
-        help="experiment YAML: names the run and the test data (default: configs/demo.yaml); "
+    add_config_arguments(
+        parser,
+        "experiment YAML: names the run and the test data (default: configs/demo.yaml); "
         "with --checkpoint also its model (default: the config.yaml beside the checkpoint)",
     )
-    model = parser.add_mutually_exclusive_group()
-    model.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
-    model.add_argument("--checkpoint", help="a *.weights.h5 file instead of a run directory")
+    add_model_source_arguments(parser)
     parser.add_argument(
         "--test",
         nargs="+",
@@ -56,14 +59,6 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         "--input", metavar="PATH", help="derain this photo or folder of photos (needs --output)"
-    )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of --config, e.g. --set data.test=PATH (repeatable)",
     )
     parser.add_argument(
         "--tile-size", type=int, default=512, help="images larger than this are tiled (512)"
@@ -96,21 +91,13 @@ def _test_sets(cfg, paths):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from moss_tf.checkpoints import load_network
-    from moss_tf.config import load_config
     from moss_tf.errors import MossError
 
     try:
-        cfg = load_config(args.config or DEFAULT_CONFIG, args.overrides)
+        cfg = load_experiment(args)
         from moss_tf.inference import Derainer
 
-        if args.checkpoint:
-            net, _ = load_network(checkpoint=args.checkpoint, config_path=args.config)
-            source = Path(args.checkpoint)
-        else:
-            run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
-            net, _ = load_network(run_dir=run_dir)
-            source = run_dir
+        net, source = load_trained_network(args, cfg)
         derainer = Derainer(net, tile_size=args.tile_size, overlap=args.overlap)
 
         if args.input:

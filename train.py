@@ -22,7 +22,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "demo.yaml"
+from moss_tf.cli import add_config_arguments, default_run_dir, load_experiment
 
 
 def parse_args(argv=None):
@@ -31,18 +31,8 @@ def parse_args(argv=None):
         description="Train MOSS (pretrain: Algorithm 1; semi: Algorithm 2).",
     )
     parser.add_argument("--stage", required=True, choices=["pretrain", "semi"])
-    parser.add_argument(
-        "--config", default=str(DEFAULT_CONFIG), help="experiment YAML (default: configs/demo.yaml)"
-    )
+    add_config_arguments(parser, "experiment YAML (default: configs/demo.yaml)")
     parser.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key, e.g. --set train.steps=100 (repeatable)",
-    )
     parser.add_argument(
         "--resume", action="store_true", help="continue from the stage's last checkpoint"
     )
@@ -54,15 +44,14 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from moss_tf.config import load_config
     from moss_tf.errors import MossError
 
     try:
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_experiment(args)
     except MossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run_dir = Path(args.run_dir) if args.run_dir else Path("runs") / cfg.name
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
 
     from moss_tf.training import run_stage
 

@@ -46,6 +46,12 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from moss_tf.cli import (
+    add_config_arguments,
+    add_model_source_arguments,
+    load_experiment,
+    load_trained_network,
+)
 from moss_tf.data import from_model_range, to_model_range
 
 __all__ = [
@@ -195,14 +201,12 @@ def main(argv=None) -> int:
         prog="python -m moss_tf.export",
         description="Export a trained network as the next TF Serving version folder.",
     )
-    parser.add_argument(
-        "--config",
-        help="experiment YAML naming the run (default: configs/demo.yaml); with --checkpoint "
+    add_config_arguments(
+        parser,
+        "experiment YAML naming the run (default: configs/demo.yaml); with --checkpoint "
         "also its model (default: the config.yaml beside the checkpoint)",
     )
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--run-dir", help="run directory (default: runs/<config name>)")
-    source.add_argument("--checkpoint", help="a *.weights.h5 file instead of a run directory")
+    add_model_source_arguments(parser)
     parser.add_argument(
         "--output", default="saved_models/moss", help="model base folder (saved_models/moss)"
     )
@@ -211,17 +215,10 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from moss_tf.checkpoints import load_network
-    from moss_tf.config import load_config
     from moss_tf.errors import MossError
 
     try:
-        if args.checkpoint:
-            net, _ = load_network(checkpoint=args.checkpoint, config_path=args.config)
-        else:
-            default = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
-            name = load_config(args.config or default).name
-            net, _ = load_network(run_dir=args.run_dir or Path("runs") / name)
+        net, _ = load_trained_network(args, None if args.checkpoint else load_experiment(args))
         version = export_saved_model(net, args.output, jit_compile=args.jit_compile)
     except MossError as err:
         print(f"error: {err}", file=sys.stderr)
