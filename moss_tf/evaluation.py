@@ -23,6 +23,7 @@ With ``output_dir``, each derained image is saved as
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -82,7 +83,8 @@ def evaluate(
             :func:`moss_tf.data.build_test_sets` returns.
         output_dir: where to save derained images and panels; None (default)
             saves nothing. Derained images are rounded to uint8.
-        progress: show a progress bar per split with the running PSNR.
+        progress: show a progress bar per split with the running PSNR (on a
+            terminal; piped output gets no bar).
             Default True.
 
     Returns:
@@ -93,7 +95,11 @@ def evaluate(
     for split, dataset in test_sets.items():
         scores: dict[str, list[float]] = {key: [] for key in RESULT_KEYS[1:]}
         size = int(dataset.cardinality())
-        bar = keras.utils.Progbar(size if size >= 0 else None) if progress else None
+        bar = (
+            keras.utils.Progbar(size if size >= 0 else None)
+            if progress and sys.stdout.isatty()
+            else None
+        )
         if bar is not None:
             print(split)
         for index, example in enumerate(dataset.as_numpy_iterator(), start=1):

@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -307,7 +308,11 @@ def derain_files(
 
     written, skipped = [], []
     single = not input_path.is_dir()
-    bar = keras.utils.Progbar(None if single else len(sources)) if progress else None
+    bar = (
+        keras.utils.Progbar(None if single else len(sources))
+        if progress and sys.stdout.isatty()
+        else None
+    )
     for index, source in enumerate(sources):
         target = output_path(source, input_path, output_dir)
         if target.resolve() == source.resolve():
