@@ -232,6 +232,17 @@ def run_stage(
         strategy: a ``tf.distribute`` strategy; default :func:`make_strategy`.
         verbose: print progress.
     """
+    # Mixed precision is a global Keras policy: set it for this run only.
+    previous = keras.mixed_precision.global_policy()
+    if cfg.train.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        return _run_stage(cfg, stage, run_dir, resume, init, strategy, verbose)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def _run_stage(cfg, stage, run_dir, resume, init, strategy, verbose) -> dict:
     if stage not in STAGES:
         raise TrainingError(f"--stage must be one of {', '.join(STAGES)}, got {stage!r}")
     run_dir = Path(run_dir)
@@ -270,8 +281,6 @@ def run_stage(
         paths = StagePaths(worker_dir, stage)
     ckpt.check_writable(paths.folder / "checkpoints", needed_bytes=64 * 2**20)
 
-    if cfg.train.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
     keras.utils.set_random_seed(cfg.train.seed)
     replicas = strategy.num_replicas_in_sync
     if cfg.train.batch_size % replicas:

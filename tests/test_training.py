@@ -120,3 +120,17 @@ def test_command_line_rejects_bad_values_naming_the_key(tmp_path, capsys):
     )
     assert code == 2
     assert "train.crop_size" in capsys.readouterr().err
+
+
+def test_mixed_precision_runs_and_leaves_the_global_policy_as_it_was(tmp_path):
+    import keras
+
+    before = keras.mixed_precision.global_policy().name
+    summary = run_stage(
+        config("train.steps=2", "train.mixed_precision=true"),
+        "pretrain",
+        tmp_path / "r",
+        verbose=False,
+    )
+    assert np.isfinite(summary["last_losses"]["loss"])
+    assert keras.mixed_precision.global_policy().name == before
