@@ -88,10 +88,15 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def derain_images(self, images):
+        # The declared shape is not enforced when a request arrives: check it
+        # at run time so a wrong one gets this sentence, not a failure deep inside.
+        images = tf.ensure_shape(images, [None, None, None, 3], name="images_must_be_BxHxWx3")
         return {"derained": self._derain(images)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def derain_bytes(self, image_bytes):
+        image_bytes = tf.ensure_shape(image_bytes, [None], name="image_bytes_must_be_a_batch")
+
         def one(data):
             # decode_image to float32 scales 8- and 16-bit files alike to [0, 1].
             image = tf.io.decode_image(data, channels=3, dtype=tf.float32, expand_animations=False)

@@ -137,6 +137,9 @@ def test_bad_serving_requests_are_refused_clearly(tmp_path):
     images = served.signatures["serving_default"]
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError), match="float"):
         images(images=tf.zeros((1, 16, 16, 3), tf.int32))
+    for shape in [(16, 16, 3), (1, 16, 16, 4)]:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"not compatible.*\[\?,\?,\?,3\]"):
+            images(images=tf.zeros(shape, tf.float32))
     encoded = served.signatures["derain_bytes"]
     with pytest.raises(tf.errors.InvalidArgumentError, match="image"):
         encoded(image_bytes=tf.constant([b"this is not an image"]))
