@@ -143,3 +143,31 @@ def test_bad_serving_requests_are_refused_clearly(tmp_path):
     encoded = served.signatures["derain_bytes"]
     with pytest.raises(tf.errors.InvalidArgumentError, match="image"):
         encoded(image_bytes=tf.constant([b"this is not an image"]))
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    run = tmp_path / "run"
+    last = run / "pretrain" / "checkpoints" / "last.npz"
+    process = subprocess.Popen(
+        train_command(run, "train.steps=100000", "train.checkpoint_every=1000"),
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Wait until training runs (the first log line), then ask it to stop.
+        deadline = time.time() + 240
+        line = ""
+        while time.time() < deadline and "[pretrain step" not in line:
+            line = process.stdout.readline()
+            assert line or process.poll() is None, process.stderr.read()[-2000:]
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 1
+    assert "SIGTERM received at step" in err and "--resume" in err
+    step = ckpt.read_meta(last)["step"]
+    assert 1 <= step < 1000  # saved at the signal, not at a checkpoint interval
