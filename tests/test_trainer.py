@@ -220,3 +220,19 @@ def test_two_replicas_train_like_one_with_the_same_global_batch(rng, stage, two_
         for a, b in zip(one.weights, two.weights, strict=True):
             np.testing.assert_allclose(b.numpy(), a.numpy(), atol=2e-5, err_msg=f"{name} {a.path}")
     assert not np.allclose(single.online.weights[0].numpy(), initial[0])
+
+
+@pytest.mark.parametrize("stage", ["pretrain", "semi"])
+def test_the_trainer_also_trains_with_keras_fit(rng, stage):
+    trainer = make_trainer(stage)
+    rainy, clean, unlabeled = batch(rng, size=2)
+    element = (rainy, clean) if stage == "pretrain" else ((rainy, clean), unlabeled)
+    before = trainer.online.get_weights()
+    history = trainer.fit(tf.data.Dataset.from_tensors(element).repeat(2), verbose=0)
+    expected = {"loss", "l_su"} if stage == "pretrain" else {"loss", "l_su", "l_un", "l_tv"}
+    assert set(history.history) == expected
+    assert int(trainer.optimizer.iterations.numpy()) == 2
+    after = trainer.online.get_weights()
+    assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    scores = trainer.evaluate(tf.data.Dataset.from_tensors((rainy, clean)), verbose=0)
+    assert np.isfinite(scores).all()
