@@ -318,8 +318,9 @@ def _run_stage(cfg, stage, run_dir, resume, init, strategy, verbose) -> dict:
     def one_step(batch):
         return strategy.run(trainer.train_step, args=(batch,))
 
-    jit = cfg.train.jit_compile and replicas == 1
-    step_fn = tf.function(one_step, jit_compile=jit) if jit else tf.function(one_step)
+    # XLA compiles one replica's step; with several replicas the step holds
+    # cross-replica calls XLA cannot compile, so it runs as a plain graph.
+    step_fn = tf.function(one_step, jit_compile=cfg.train.jit_compile and replicas == 1)
 
     writer = tf.summary.create_file_writer(str(paths.logs / "train"))
     val_writer = tf.summary.create_file_writer(str(paths.logs / "validation"))
