@@ -26,9 +26,11 @@ them: truncation for the paper numbers, rounding for the community numbers
 (:func:`image_metrics` does this). Pixels that came from uint8 files (clean
 references, rainy inputs) are always rounded, which recovers them exactly.
 
-Both SSIMs share one implementation (:func:`ssim` with a window choice) and
-run in float64 TensorFlow, so the numbers agree with float64 NumPy and
-scikit-image to ~1e-12.
+Both SSIMs share one implementation (:func:`ssim` with a window choice): the
+five local moments are filtered together with two separable 1-D passes
+(``scipy.ndimage.correlate1d``) in float64, so the numbers agree with float64
+NumPy and scikit-image to ~1e-12, and scoring a 481×321 pair in all four
+numbers takes milliseconds rather than the network's tenths of a second.
 
 Example::
 
@@ -43,7 +45,7 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-import tensorflow as tf
+from scipy import ndimage
 
 __all__ = [
     "METRIC_KEYS",
@@ -144,18 +146,29 @@ def psnr(a, b, data_range: float = _PEAK):
 
 
 def _window(window: Window) -> tuple[np.ndarray, float]:
-    """The 2-D averaging window and the covariance normalisation it goes with."""
+    """The 1-D averaging weights (the 2-D window is their outer product) and the
+    covariance normalisation that goes with them."""
     if window == "uniform7":
         size = 7
-        kernel = np.full((size, size), 1.0 / size**2)
-        return kernel, size**2 / (size**2 - 1.0)  # scikit-image: sample covariance
+        return np.full(size, 1.0 / size), size**2 / (size**2 - 1.0)  # sample covariance
     if window == "gaussian11":
         size, sigma = 11, 1.5
         t = np.arange(size) - (size - 1) / 2.0
         g = np.exp(-(t**2) / (2.0 * sigma**2))
-        kernel = np.outer(g, g)
-        return kernel / kernel.sum(), 1.0  # Wang et al.: population covariance
+        return g / g.sum(), 1.0  # Wang et al.: population covariance
     raise ValueError(f"unknown SSIM window {window!r}; use 'uniform7' or 'gaussian11'")
+
+
+def _local_means(stack: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Window averages over height and width (axes -3, -2) where the whole window fits.
+
+    Both windows are separable, so two 1-D passes replace one 2-D pass; the
+    border the padding mode touches is cropped away ("valid" filtering).
+    """
+    for axis in (-3, -2):
+        stack = ndimage.correlate1d(stack, weights, axis=axis, mode="constant")
+    border = len(weights) // 2
+    return stack[..., border:-border, border:-border, :]
 
 
 def ssim(a, b, window: Window = "uniform7", data_range: float = _PEAK):
@@ -176,30 +189,23 @@ def ssim(a, b, window: Window = "uniform7", data_range: float = _PEAK):
         float (one image) or float64 ``[B]`` in [-1, 1].
     """
     x, y, single = _pair(a, b)
-    kernel, cov_norm = _window(window)
-    size = kernel.shape[0]
+    weights, cov_norm = _window(window)
+    size = len(weights)
     if min(x.shape[1:3]) < size:
         raise ValueError(
             f"SSIM with the {window} window needs images of at least {size}x{size} pixels, "
             f"got {x.shape[1]}x{x.shape[2]}"
         )
-    channels = x.shape[-1]
-    depthwise = tf.constant(np.tile(kernel[:, :, None, None], (1, 1, channels, 1)))
-
-    def local_mean(t):
-        return tf.nn.depthwise_conv2d(t, depthwise, strides=[1, 1, 1, 1], padding="VALID")
-
-    x, y = tf.constant(x), tf.constant(y)
-    mu_x, mu_y = local_mean(x), local_mean(y)
-    var_x = cov_norm * (local_mean(x * x) - mu_x * mu_x)
-    var_y = cov_norm * (local_mean(y * y) - mu_y * mu_y)
-    cov_xy = cov_norm * (local_mean(x * y) - mu_x * mu_y)
+    mu_x, mu_y, xx, yy, xy = _local_means(np.stack([x, y, x * x, y * y, x * y]), weights)
+    var_x = cov_norm * (xx - mu_x * mu_x)
+    var_y = cov_norm * (yy - mu_y * mu_y)
+    cov_xy = cov_norm * (xy - mu_x * mu_y)
     c1 = (0.01 * data_range) ** 2
     c2 = (0.03 * data_range) ** 2
     ssim_map = ((2.0 * mu_x * mu_y + c1) * (2.0 * cov_xy + c2)) / (
         (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
     )
-    return _result(tf.reduce_mean(ssim_map, axis=[1, 2, 3]).numpy(), single)
+    return _result(ssim_map.mean(axis=(1, 2, 3)), single)
 
 
 def psnr_rgb(a, b):
@@ -243,9 +249,10 @@ def image_metrics(restored, clean, *, network_output: bool) -> dict[str, float |
     reference = to_uint8(clean, truncate=False)
     rounded = to_uint8(restored, truncate=False)
     paper = to_uint8(restored, truncate=True) if network_output else rounded
+    reference_y, rounded_y = rgb_to_y(reference), rgb_to_y(rounded)
     return {
-        "psnr_rgb": psnr_rgb(paper, reference),
-        "ssim_rgb": ssim_rgb(paper, reference),
-        "psnr_y": psnr_y(rounded, reference),
-        "ssim_y": ssim_y(rounded, reference),
+        "psnr_rgb": psnr(paper, reference),
+        "ssim_rgb": ssim(paper, reference, window="uniform7"),
+        "psnr_y": psnr(rounded_y, reference_y),
+        "ssim_y": ssim(rounded_y, reference_y, window="gaussian11"),
     }

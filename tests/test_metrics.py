@@ -151,3 +151,19 @@ def test_image_metrics_quantise_each_convention_as_its_reference_code():
     # Pixels read from a file (rainy inputs) are recovered exactly in both conventions.
     rainy = metrics.image_metrics(noisy / 127.5 - 1.0, clean_m, network_output=False)
     np.testing.assert_allclose(rainy["psnr_rgb"], metrics.psnr_rgb(noisy, clean), atol=1e-12)
+
+
+def test_ssim_on_images_the_size_of_the_window_uses_the_one_full_window():
+    noisy, clean = _pair(6, shape=(1, 11, 11, 3))
+    kernel = np.full((7, 7), 1 / 49)
+    want = np.mean(
+        [
+            ref_ssim_channel(noisy[0, 2:9, 3:10, c], clean[0, 2:9, 3:10, c], kernel, 49 / 48)
+            for c in range(3)
+        ]
+    )
+    got = metrics.ssim_rgb(noisy[0, 2:9, 3:10], clean[0, 2:9, 3:10])
+    assert got == pytest.approx(want, abs=1e-10)
+    yn, yc = ref_y(noisy[0]), ref_y(clean[0])
+    want_y = ref_ssim_channel(yn, yc, ref_gaussian(), 1.0)
+    assert metrics.ssim_y(noisy[0], clean[0]) == pytest.approx(want_y, abs=1e-10)
