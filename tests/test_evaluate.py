@@ -13,7 +13,7 @@ from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
 import evaluate as evaluate_cli
-from moss_tf import metrics
+from moss_tf import evaluation, metrics
 from moss_tf.config import config_from_dict, save_config
 from moss_tf.evaluation import RESULT_KEYS, evaluate, format_table, write_json
 from moss_tf.inference import Derainer
@@ -114,6 +114,28 @@ def test_evaluate_reports_each_split_and_overall_with_the_issue_keys(net, tmp_pa
         assert text in table
     assert f"{results['splits']['dense']['psnr_rgb']:.2f}" in table
     assert json.loads(write_json(results, tmp_path / "r.json").read_text()) == results
+
+
+def test_a_second_evaluation_reuses_the_rainy_input_scores(net, monkeypatch):
+    pairs = _pairs(3, seed=7)
+    scored = []
+    real_image_metrics = evaluation.image_metrics
+
+    def counting(restored, clean, *, network_output):
+        scored.append(network_output)
+        return real_image_metrics(restored, clean, network_output=network_output)
+
+    monkeypatch.setattr(evaluation, "image_metrics", counting)
+    first = evaluate(Derainer(net), {"val": _dataset(pairs, "v")}, progress=False)
+    second = evaluate(Derainer(net), {"val": _dataset(pairs, "v")}, progress=False)
+    assert first == second
+    # Outputs are scored every time, the three rainy inputs only the first time.
+    assert scored.count(True) == 6 and scored.count(False) == 3
+    # A different rainy image under the same name is scored afresh.
+    changed = [(np.flipud(pairs[0][0]).copy(), pairs[0][1]), *pairs[1:]]
+    third = evaluate(Derainer(net), {"val": _dataset(changed, "v")}, progress=False)
+    assert scored.count(False) == 4
+    assert third["splits"]["val"]["input_psnr_rgb"] != first["splits"]["val"]["input_psnr_rgb"]
 
 
 def _run_dir(tmp_path, net):
