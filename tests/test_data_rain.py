@@ -117,3 +117,106 @@ def test_presets_fill_unset_keys_and_explicit_keys_win():
 def test_bad_rain_settings_name_the_key(rain, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         config_from_dict({"data": {"labeled": {"clean": "builtin", "rain": rain}}})
+
+
+def _texture(size=64) -> np.ndarray:
+    """A smooth colour texture in [0.2, 0.6]: mid-tones, so rain and veil both show."""
+    y, x = np.mgrid[0:size, 0:size] / size
+    base = 0.4 + 0.2 * np.sin(6 * x + 3 * y) * np.cos(5 * y)
+    return np.stack([base, base * 0.9 + 0.04, base * 0.8 + 0.08], -1).astype(np.float32)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a - b) ** 2))
+    return np.inf if mse == 0 else 10 * np.log10(1 / mse)
+
+
+def test_realistic_preset_spans_no_rain_to_dense_within_bounds():
+    clean = _texture()
+    rain = RainSynthesizer(RainConfig(preset="realistic"))
+    samples = [rain(tf.constant(clean), seed=[s, 3]).numpy() for s in range(48)]
+    psnr = np.array([_psnr(r, clean) for r in samples])
+    change = np.array([(r - clean).mean() for r in samples])
+    for rainy in samples:
+        assert rainy.min() >= 0.0 and rainy.max() <= 1.0
+        # Streaks and a bright veil (airlight >= 0.72 > 0.6) only ever lighten.
+        assert np.all(rainy >= clean - 1e-6)
+    # clean_probability 0.1: some of 48 images are untouched (P(none) < 1%).
+    untouched = ~np.isfinite(psnr)
+    assert 1 <= untouched.sum() <= 12
+    assert np.all(change[untouched] == 0)
+    rainy_psnr = psnr[~untouched]
+    # From barely visible drizzle to dense rain, but never washed out like
+    # ``heavy`` (about 7 dB): the densest streaks plus the thickest veil stay
+    # above 12 dB.
+    assert rainy_psnr.max() > 30.0
+    assert 12.0 < rainy_psnr.min() < 22.0
+    assert change[~untouched].min() < 0.01 and 0.05 < change.max() < 0.35
+
+
+def test_veil_follows_the_scattering_model_and_thins_downwards():
+    black = tf.zeros([32, 16, 3])
+    veil = RainConfig(preset="realistic", density=0.0, veil_probability=1.0, clean_probability=0.0)
+    for seed in range(6):
+        out = RainSynthesizer(veil)(black, seed=[seed, 5]).numpy()
+        # Over black, I = A (1 - t): at most 0.3 * (0.95 + 0.03), at least 0 with t <= 1.
+        assert out.max() <= 0.3 * 0.98 + 1e-6
+        rows = out.mean(axis=(1, 2))
+        assert np.all(np.diff(rows) <= 1e-6)  # thickest at the top (farthest)
+        assert rows[0] >= 0.0
+
+
+def test_no_veil_and_no_streaks_leave_the_background_unchanged():
+    clean = tf.constant(_texture())
+    still = RainConfig(
+        preset="realistic",
+        density=0.0,
+        veil_probability=1.0,
+        veil_transmission=[1.0, 1.0],
+        clean_probability=0.0,
+    )
+    out = RainSynthesizer(still)(clean, seed=[4, 4]).numpy()
+    np.testing.assert_allclose(out, clean.numpy(), atol=1e-6)
+
+
+def test_clean_probability_one_returns_the_clean_image():
+    clean = tf.constant(_texture())
+    always = RainConfig(preset="realistic", clean_probability=1.0)
+    for seed in range(3):
+        np.testing.assert_array_equal(RainSynthesizer(always)(clean, [seed, 1]).numpy(), clean)
+
+
+def test_realistic_preset_is_deterministic_under_the_seed():
+    layer = np.zeros((40, 50, 1), np.uint8)
+    layer[:, ::7] = 255
+    rain = RainSynthesizer(
+        RainConfig(preset="realistic", streaks="layers", clean_probability=0.0),
+        ImagePool([layer]),
+    )
+    clean = tf.constant(_texture())
+    first = rain(clean, seed=[8, 1]).numpy()
+    np.testing.assert_array_equal(first, rain(clean, seed=[8, 1]).numpy())
+    for other in ([8, 2], [9, 1]):
+        assert np.abs(first - rain(clean, seed=other).numpy()).mean() > 1e-3
+
+
+@pytest.mark.parametrize(
+    ("rain", "key"),
+    [
+        ({"density": [0.0, 0.01]}, "density"),
+        ({"density": [0.02, 0.01]}, "density"),
+        ({"blur": [0.0, 20.0]}, "blur"),
+        ({"veil_probability": 1.5}, "veil_probability"),
+        ({"veil_transmission": [0.5, 1.2]}, "veil_transmission"),
+        ({"veil_gradient": [-0.1, 0.5]}, "veil_gradient"),
+        ({"airlight": [0.9, 0.8]}, "airlight"),
+        ({"airlight_tint": 0.5}, "airlight_tint"),
+        ({"clean_probability": 1.0}, "clean_probability"),
+    ],
+)
+def test_bad_realistic_settings_name_the_key(rain, key):
+    with pytest.raises(ConfigError, match=rf"data\.labeled\.rain\.{key}"):
+        config_from_dict(
+            {"data": {"labeled": {"clean": "builtin", "rain": {"preset": "realistic", **rain}}}}
+        )
+    config_from_dict({"data": {"labeled": {"clean": "builtin", "rain": {"preset": "realistic"}}}})

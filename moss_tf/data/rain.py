@@ -8,10 +8,13 @@ Two kinds of rain, combined by :class:`RainSynthesizer`:
 * streak-layer images (white streaks on black, e.g. Garg & Nayar's), placed
   with a random position, scale and rotation and a brightness factor.
 
-An optional haze (a bright veil) is blended in first, then the rain layer is
-added by a screen or additive blend. Every random choice comes from
-stateless ops keyed by an explicit seed, so the same seed gives the same
-rain whatever the thread count or order of tf.data's parallel map.
+An optional haze (a bright veil) and an optional veil from the atmospheric
+scattering model (``I = B t + A (1 - t)``, transmission varying down the
+image) are blended in first, then the rain layer, optionally blurred, is
+added by a screen or additive blend; a share of the images can be left
+clean. Every random choice comes from stateless ops keyed by an explicit
+seed, so the same seed gives the same rain whatever the thread count or
+order of tf.data's parallel map.
 
 All images here are float32 in [0, 1]; the pipeline converts to [-1, 1] at
 the model boundary.
@@ -83,8 +86,37 @@ def _warp(
     return warped[0]
 
 
+def _log_uniform(seed: tf.Tensor, bounds) -> tf.Tensor:
+    return tf.exp(_uniform(seed, (math.log(bounds[0]), math.log(bounds[1]))))
+
+
+def _fold(seed: tf.Tensor, key: int) -> tf.Tensor:
+    """A seed for choices added after the original ones, independent of them.
+
+    Splitting the same seed into more parts would change the existing
+    draws; folding in a fixed key leaves them as they were.
+    """
+    return tf.random.experimental.stateless_fold_in(seed, key)
+
+
+def _gaussian_blur(layer: tf.Tensor, sigma: tf.Tensor, max_sigma: float) -> tf.Tensor:
+    """``layer`` [H, W, 1] blurred by a separable Gaussian of std ``sigma`` (reflect padding)."""
+    radius = max(1, math.ceil(3.0 * max_sigma))
+    offsets = tf.range(-radius, radius + 1, dtype=tf.float32)
+    kernel = tf.exp(-tf.square(offsets) / (2.0 * tf.square(tf.maximum(sigma, 1e-3))))
+    kernel = kernel / tf.reduce_sum(kernel)
+    padded = tf.pad(layer[None], [[0, 0], [radius, radius], [radius, radius], [0, 0]], "REFLECT")
+    out = tf.nn.conv2d(padded, tf.reshape(kernel, [-1, 1, 1, 1]), 1, "VALID")
+    out = tf.nn.conv2d(out, tf.reshape(kernel, [1, -1, 1, 1]), 1, "VALID")
+    return out[0]
+
+
 def procedural_streaks(
-    height: tf.Tensor, width: tf.Tensor, rain: RainConfig, seed: tf.Tensor
+    height: tf.Tensor,
+    width: tf.Tensor,
+    rain: RainConfig,
+    seed: tf.Tensor,
+    angle: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """A rain layer of procedural streaks, float32 ``[H, W, 1]`` in [0, 1].
 
@@ -94,15 +126,21 @@ def procedural_streaks(
     profile (``rain.width`` pixels at half maximum), on a square canvas large
     enough to cover [H, W] at any angle, which is then rotated by an angle from
     ``rain.angle`` (degrees from vertical, positive leans right). Length, width
-    and angle are drawn once per call, as rain in one photo falls alike.
+    and angle are drawn once per call, as rain in one photo falls alike; so is
+    the density when ``rain.density`` is a [min, max] range (log-uniformly).
 
     Args:
         height, width: output size in pixels (scalars, may be dynamic).
         rain: parameters; the kernel sizes come from its maxima (static).
         seed: int32/int64 shape [2] stateless seed.
+        angle: radians, to use instead of drawing one from ``rain.angle``.
     """
     seeds = tf.random.experimental.stateless_split(seed, 5)
-    angle = _uniform(seeds[0], rain.angle) * (math.pi / 180.0)
+    if angle is None:
+        angle = _uniform(seeds[0], rain.angle) * (math.pi / 180.0)
+    density = rain.density
+    if isinstance(density, list):
+        density = _log_uniform(_fold(seed, 1), density)
     length = _uniform(seeds[1], rain.length)
     thickness = _uniform(seeds[2], rain.width)
 
@@ -120,7 +158,7 @@ def procedural_streaks(
     side = tf.cast(tf.math.ceil(diagonal), tf.int32) + 2
     # Extra margins so that streaks starting outside the canvas still reach into it.
     seed_shape = tf.stack([side + long_taps - 1, side + cross_taps - 1])
-    starts = tf.random.stateless_uniform(seed_shape, seed=seeds[3]) < rain.density
+    starts = tf.random.stateless_uniform(seed_shape, seed=seeds[3]) < density
     brightness = _uniform(seeds[4], rain.intensity, seed_shape)
     canvas = tf.where(starts, brightness, 0.0)[None, :, :, None]
     canvas = tf.nn.conv2d(canvas, tf.reshape(along, [long_taps, 1, 1, 1]), 1, "VALID")
@@ -131,13 +169,19 @@ def procedural_streaks(
 
 
 def streak_layer_rain(
-    layers: ImagePool, height: tf.Tensor, width: tf.Tensor, rain: RainConfig, seed: tf.Tensor
+    layers: ImagePool,
+    height: tf.Tensor,
+    width: tf.Tensor,
+    rain: RainConfig,
+    seed: tf.Tensor,
+    base_angle: tf.Tensor | float = 0.0,
 ) -> tf.Tensor:
     """One streak-layer image placed on an [H, W] grid, float32 ``[H, W, 1]`` in [0, 1].
 
     A layer is picked at random from ``layers`` (uint8 ``[h, w, 1]``), centred
     at a random point, zoomed by ``rain.streak_scale``, rotated by
-    ``rain.streak_rotation`` degrees and multiplied by ``rain.streak_intensity``.
+    ``rain.streak_rotation`` degrees (plus ``base_angle`` radians) and
+    multiplied by ``rain.streak_intensity``.
     Areas beyond the layer's border are mirrored, so small layers still cover
     large images.
     """
@@ -148,6 +192,8 @@ def streak_layer_rain(
     center = tf.random.stateless_uniform([2], seeds[1]) * tf.stack([size[1] - 1.0, size[0] - 1.0])
     scale = _uniform(seeds[2], rain.streak_scale)
     angle = _uniform(seeds[3], rain.streak_rotation) * (math.pi / 180.0)
+    if rain.shared_angle:
+        angle = angle + base_angle
     placed = _warp(layer, height, width, angle, scale, center, "REFLECT")
     return tf.clip_by_value(placed * _uniform(seeds[4], rain.streak_intensity), 0.0, 1.0)
 
@@ -179,17 +225,53 @@ class RainSynthesizer:
         seeds = tf.random.experimental.stateless_split(seed, 4)
         height, width = tf.shape(clean)[0], tf.shape(clean)[1]
 
+        # Choices added later come from seeds folded out of ``seed`` so the
+        # earlier presets draw exactly what they drew before.
+        extra = tf.random.experimental.stateless_split(_fold(seed, 2), 6)
+
         haze = _uniform(seeds[0], rain.haze)
         light = _uniform(seeds[1], _HAZE_LIGHT)
         image = clean * (1.0 - haze) + haze * light
+        if rain.veil_probability > 0:
+            image = self._veil(image, extra[0])
 
+        angle = None
+        if rain.shared_angle:
+            angle = _uniform(extra[1], rain.angle) * (math.pi / 180.0)
         streaks = tf.zeros(tf.stack([height, width, 1]))
-        if rain.density > 0:
-            streaks = procedural_streaks(height, width, rain, seeds[2])
+        if _has_density(rain.density):
+            streaks = procedural_streaks(height, width, rain, seeds[2], angle)
         if self.layers is not None:
-            layer = streak_layer_rain(self.layers, height, width, rain, seeds[3])
+            base = 0.0 if angle is None else angle
+            layer = streak_layer_rain(self.layers, height, width, rain, seeds[3], base)
             streaks = 1.0 - (1.0 - streaks) * (1.0 - layer)  # screen the two layers
+        if rain.blur[1] > 0:
+            sigma = _uniform(extra[2], rain.blur)
+            streaks = _gaussian_blur(streaks, sigma, rain.blur[1])
 
         if rain.blend == "add":
-            return tf.clip_by_value(image + streaks, 0.0, 1.0)
-        return 1.0 - (1.0 - image) * (1.0 - streaks)  # screen: stays in [0, 1]
+            rainy = tf.clip_by_value(image + streaks, 0.0, 1.0)
+        else:
+            rainy = 1.0 - (1.0 - image) * (1.0 - streaks)  # screen: stays in [0, 1]
+        if rain.clean_probability > 0:
+            keep_clean = tf.random.stateless_uniform([], extra[3]) < rain.clean_probability
+            rainy = tf.where(keep_clean, clean, rainy)
+        return rainy
+
+    def _veil(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """``I = B t + A (1 - t)`` with t lowest at the top row, on some images."""
+        rain = self.rain
+        seeds = tf.random.experimental.stateless_split(seed, 5)
+        veiled = tf.random.stateless_uniform([], seeds[0]) < rain.veil_probability
+        top = _uniform(seeds[1], rain.veil_transmission)
+        fade = _uniform(seeds[2], rain.veil_gradient)
+        rows = tf.linspace(0.0, 1.0, tf.shape(image)[0])[:, None, None]
+        transmission = 1.0 - (1.0 - top) * (1.0 - fade * rows)
+        transmission = tf.where(veiled, transmission, tf.ones_like(transmission))
+        tint = _uniform(seeds[4], (-rain.airlight_tint, rain.airlight_tint), [3])
+        airlight = tf.clip_by_value(_uniform(seeds[3], rain.airlight) + tint, 0.0, 1.0)
+        return image * transmission + airlight * (1.0 - transmission)
+
+
+def _has_density(density) -> bool:
+    return isinstance(density, list) or density > 0
