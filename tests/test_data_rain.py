@@ -220,3 +220,11 @@ def test_bad_realistic_settings_name_the_key(rain, key):
             {"data": {"labeled": {"clean": "builtin", "rain": {"preset": "realistic", **rain}}}}
         )
     config_from_dict({"data": {"labeled": {"clean": "builtin", "rain": {"preset": "realistic"}}}})
+
+
+def test_sample_grid_renders_from_bundled_photographs():
+    from moss_tf.data.rain_samples import PHOTOS, render_grid
+
+    grid = render_grid("realistic", None, columns=2, crop=32)
+    assert grid.dtype == np.uint8
+    assert grid.shape == (len(PHOTOS) * 32 + (len(PHOTOS) - 1) * 4, 3 * 32 + 2 * 4, 3)

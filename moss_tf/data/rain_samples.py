@@ -1,0 +1,103 @@
+"""Write a grid of rain samples as one PNG, to see what a rain preset looks like.
+
+Rows are scikit-image's bundled photographs (nothing from a dataset is
+shown); the first column is the clean crop, the others the same crop with
+rain from consecutive seeds::
+
+    python -m moss_tf.data.rain_samples --output docs/rain_realistic.png
+    python -m moss_tf.data.rain_samples --preset heavy --streaks none --output heavy.png
+
+``--streaks`` composites streak-layer images (default: the Garg & Nayar
+layers in ``../shared/data/rain_streaks_garg`` when present).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from moss_tf.data.builtin import builtin_paths
+from moss_tf.data.config import RAIN_PRESETS, RainConfig, resolve_path
+from moss_tf.data.images import read_image
+from moss_tf.data.pool import ImagePool
+
+PHOTOS = ("astronaut.png", "coffee.png", "chelsea.png", "motorcycle_left.png")
+DEFAULT_STREAKS = "../shared/data/rain_streaks_garg"
+GAP = 4
+
+
+def _center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    y = (image.shape[0] - size) // 2
+    x = (image.shape[1] - size) // 2
+    return image[y : y + size, x : x + size]
+
+
+def _layers(streaks: str | None) -> ImagePool | None:
+    if streaks is None:
+        return None
+    folder = resolve_path(streaks, "--streaks")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    return ImagePool([read_image(p)[..., :1].copy() for p in files])
+
+
+def render_grid(
+    preset: str, streaks: str | None, columns: int = 4, crop: int = 224, seed: int = 0
+) -> np.ndarray:
+    """uint8 grid: one row per photograph, clean crop then ``columns`` rainy versions."""
+    import tensorflow as tf
+
+    from moss_tf.data.rain import RainSynthesizer
+
+    synth = RainSynthesizer(RainConfig(preset=preset, streaks=streaks), _layers(streaks))
+    rows = []
+    for row, path in enumerate(builtin_paths(list(PHOTOS))):
+        clean = _center_crop(read_image(path), crop).astype(np.float32) / 255.0
+        cells = [clean]
+        for col in range(columns):
+            rainy = synth(tf.constant(clean), seed=[seed, row * columns + col])
+            cells.append(rainy.numpy())
+        rows.append(cells)
+    height = len(rows) * crop + (len(rows) - 1) * GAP
+    width = (columns + 1) * crop + columns * GAP
+    grid = np.ones((height, width, 3), np.float32)
+    for r, cells in enumerate(rows):
+        for c, cell in enumerate(cells):
+            y, x = r * (crop + GAP), c * (crop + GAP)
+            grid[y : y + crop, x : x + crop] = cell
+    return np.round(np.clip(grid, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True, help="PNG file to write")
+    parser.add_argument("--preset", default="realistic", choices=sorted(RAIN_PRESETS))
+    parser.add_argument(
+        "--streaks",
+        default=None,
+        help=f"streak-layer folder, or 'none' (default: {DEFAULT_STREAKS} when it exists)",
+    )
+    parser.add_argument("--columns", type=int, default=4, help="rainy versions per photo")
+    parser.add_argument("--crop", type=int, default=224, help="crop side in pixels")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    streaks = args.streaks
+    if streaks is None:
+        try:
+            resolve_path(DEFAULT_STREAKS, "--streaks")
+            streaks = DEFAULT_STREAKS
+        except Exception:
+            streaks = None
+    elif streaks == "none":
+        streaks = None
+    grid = render_grid(args.preset, streaks, args.columns, args.crop, args.seed)
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(output, optimize=True)
+    print(f"wrote {output} ({args.preset}, streak layers: {streaks or 'none'})")
+
+
+if __name__ == "__main__":
+    main()
