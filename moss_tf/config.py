@@ -24,6 +24,10 @@ import yaml
 from moss_tf.data.config import DataConfig
 from moss_tf.errors import ConfigError
 
+# The memory's update at inference (moss_tf.layers.MemoryBank); kept here so
+# reading a config does not import Keras.
+MEMORY_MODES = ("per_image", "batch", "frozen")
+
 __all__ = [
     "ConfigError",
     "ExperimentConfig",
@@ -59,7 +63,9 @@ class ModelConfig(Section):
     Official names (SPEC.md §1) in brackets: base_channels (ngf), channel_step
     (delta), num_stages (num_blocks), num_resampling_stages (num_scales),
     blocks_per_stage (num_layers), memory_items (kdim), memory_decay
-    (moving_average_rate).
+    (moving_average_rate). ``inference_memory`` is the memory update at
+    inference: ``per_image`` (each image's own, batch-independent),
+    ``batch`` (the released network's per-batch update) or ``frozen``.
     """
 
     base_channels: int = 16
@@ -72,6 +78,7 @@ class ModelConfig(Section):
     use_memory: bool = True
     use_skip: bool = True
     gate_keep_probability: float = 0.8
+    inference_memory: str = "per_image"
 
     def validate(self, where: str) -> None:
         for key in ("base_channels", "channel_step", "num_stages", "blocks_per_stage"):
@@ -89,6 +96,12 @@ class ModelConfig(Section):
             where,
             "gate_keep_probability",
             "must be in (0, 1]",
+        )
+        _check(
+            self.inference_memory in MEMORY_MODES,
+            where,
+            "inference_memory",
+            f"must be one of {', '.join(MEMORY_MODES)}, got {self.inference_memory!r}",
         )
 
 

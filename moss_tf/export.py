@@ -13,7 +13,10 @@ Signatures:
 
 ``serving_default``
     input ``images``: float32 ``[batch, H, W, 3]`` in [0, 1], any H and W;
-    output ``derained``: float32, same shape, in [0, 1].
+    output ``derained``: float32, same shape, in [0, 1]. Each image's result
+    is the one it gets alone (the memory updates per image, or not at all
+    with ``--inference-memory frozen``), so batching requests
+    (``--enable_batching``) changes no one's result.
 ``derain_bytes``
     input ``image_bytes``: string ``[batch]`` of encoded PNG or JPEG (also
     BMP, GIF first frame; 8- or 16-bit, gray, RGB or RGBA; alpha is dropped,
@@ -53,10 +56,12 @@ from moss_tf.cli import (
     load_trained_network,
 )
 from moss_tf.data import from_model_range, to_model_range
+from moss_tf.errors import MossError
 
 __all__ = [
     "BYTES_SIGNATURE",
     "DEFAULT_SIGNATURE",
+    "SERVING_MEMORY_MODES",
     "ServingModule",
     "export_saved_model",
     "next_version",
@@ -66,6 +71,8 @@ __all__ = [
 DEFAULT_SIGNATURE = "serving_default"
 BYTES_SIGNATURE = "derain_bytes"
 WARMUP_FILE = "tf_serving_warmup_requests"
+# Memory modes in which an image's result does not depend on the rest of its batch.
+SERVING_MEMORY_MODES = ("per_image", "frozen")
 _WARMUP_SIZE = 256
 
 
@@ -161,6 +168,7 @@ def export_saved_model(
     output: str | Path,
     jit_compile: bool = False,
     warmup: bool = True,
+    inference_memory: str = "per_image",
 ) -> Path:
     """Export ``net`` as the next version under ``output``.
 
@@ -171,13 +179,23 @@ def export_saved_model(
         jit_compile: compile the network with XLA (see the module docstring).
             Default False.
         warmup: write ``assets.extra/tf_serving_warmup_requests``. Default True.
+        inference_memory: what the served network does with its memory,
+            whatever ``net``'s setting: ``"per_image"`` (default; each image's
+            own update) or ``"frozen"``. Both make an image's result
+            independent of the other images of its request or of a batch TF
+            Serving assembles; the per-batch update (``"batch"``) is refused.
 
     Returns:
         The version folder written, e.g. ``saved_models/moss/3``.
     """
+    if inference_memory not in SERVING_MEMORY_MODES:
+        raise MossError(
+            f"inference_memory={inference_memory!r} cannot be served: one of "
+            f"{', '.join(SERVING_MEMORY_MODES)} keeps each request's result its own"
+        )
     base = Path(output)
     base.mkdir(parents=True, exist_ok=True)
-    module = ServingModule(net, jit_compile=jit_compile)
+    module = ServingModule(net.with_inference_memory(inference_memory), jit_compile=jit_compile)
     signatures = {
         DEFAULT_SIGNATURE: module.derain_images.get_concrete_function(),
         BYTES_SIGNATURE: module.derain_bytes.get_concrete_function(),
@@ -219,8 +237,6 @@ def main(argv=None) -> int:
         "--jit-compile", action="store_true", help="compile with XLA (slower on CPU; see README)"
     )
     args = parser.parse_args(argv)
-
-    from moss_tf.errors import MossError
 
     try:
         net, _ = load_trained_network(args, None if args.checkpoint else load_experiment(args))

@@ -24,6 +24,8 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -44,6 +46,7 @@ __all__ = [
     "blend_window",
     "derain_files",
     "output_path",
+    "owned_ranges",
     "save_like",
     "tile_starts",
 ]
@@ -61,21 +64,48 @@ _FORMAT_ALIASES = {"MPO": "JPEG"}
 _ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
 
 
-def tile_starts(length: int, tile_size: int, overlap: int) -> list[int]:
+def tile_starts(length: int, tile_size: int, overlap: int, multiple: int = 1) -> list[int]:
     """Start offsets of tiles covering ``[0, length)`` with at least ``overlap`` shared pixels.
 
     The tiles are spread evenly, the first at 0 and the last ending at
-    ``length``; a side shorter than ``tile_size`` gets one tile.
+    ``length``; a side shorter than ``tile_size`` gets one tile. Every start
+    is a multiple of ``multiple`` (``length`` and ``tile_size`` must be too),
+    so tiles line up with the network's feature grid.
 
     Example:
         >>> tile_starts(1000, 512, 64)
-        [0, 488]
+        [0, 244, 488]
+        >>> tile_starts(1000, 512, 64, multiple=8)
+        [0, 248, 488]
     """
     if length <= tile_size:
         return [0]
+    if length % multiple or tile_size % multiple:
+        raise ValueError(f"length {length}, tile size {tile_size}: not multiples of {multiple}")
+    length, tile_size = length // multiple, tile_size // multiple
+    overlap = math.ceil(overlap / multiple)
     count = 1 + math.ceil((length - tile_size) / (tile_size - overlap))
     step = (length - tile_size) / (count - 1)
-    return [round(i * step) for i in range(count)]
+    # Rounded to whole units, neighbours stay within tile_size - overlap units.
+    return [multiple * math.floor(i * step + 0.5) for i in range(count)]
+
+
+def owned_ranges(starts: Sequence[int], tile_size: int, length: int, multiple: int) -> list:
+    """The part of ``[0, length)`` each tile owns: ``(begin, end)`` in the tile's coordinates.
+
+    Neighbouring tiles split their overlap at its middle (rounded to a
+    multiple of ``multiple``), so the owned parts cover every position
+    exactly once and each lies as far as possible from its tile's borders.
+    """
+    bounds = [0]
+    for before, start in itertools.pairwise(starts):
+        middle = (start + before + tile_size) / 2
+        bounds.append(multiple * math.floor(middle / multiple + 0.5))
+    bounds.append(length)
+    return [
+        (begin - s, end - s)
+        for s, (begin, end) in zip(starts, itertools.pairwise(bounds), strict=True)
+    ]
 
 
 def blend_window(size: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
@@ -105,12 +135,36 @@ def blend_window(size: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
 class Derainer:
     """Runs a deraining network on single images of any size.
 
+    Every image gets the network's output for the whole image, as closely as
+    tiling allows. Images whose sides fit in ``tile_size`` go through whole.
+    Larger ones are reflect-padded to multiples of the network's size
+    multiple (as the network pads internally) and cut into overlapping tiles
+    aligned with its feature grid. When the memory updates at inference
+    (``inference_memory`` ``per_image`` or ``batch``: one photo is a batch of
+    one), the update must be the whole photo's, not each tile's, so there are
+    two passes:
+
+    1. each tile goes through the encoder, and the Eq. (3) sums and counts of
+       the feature cells it *owns* are added up: neighbouring tiles split
+       their overlap at its middle, so every cell of the whole image's
+       feature grid (padding included, exactly as the whole-image pass sees
+       it) counts once and only once, and no tile's own border or padding
+       counts. From the totals comes the photo's updated memory;
+    2. each tile goes through the network reading that memory
+       (:meth:`~moss_tf.model.MOSSNet.call_with_memory`), and the outputs
+       are blended.
+
+    What differs from the whole-image pass is only near tile borders, where
+    a tile lacks context the whole image has: features there (and so a few
+    memory assignments) change slightly, and the blending window gives these
+    pixels little weight (see the module docstring). With a ``frozen``
+    memory one pass suffices.
+
     Args:
-        net: a Keras model called as ``net(images, training=False)`` on float32
-            ``[B, H, W, 3]`` in [-1, 1], returning the same shape in [-1, 1]
-            (a :class:`~moss_tf.model.MOSSNet`).
+        net: a :class:`~moss_tf.model.MOSSNet` (images in [-1, 1]).
         tile_size: images with both sides <= this go through whole; larger
-            ones are split into tiles of this size. Default 512.
+            ones are split into tiles of this size; a multiple of the
+            network's size multiple (8 for the released network). Default 512.
         overlap: minimum overlap of neighbouring tiles, and the length of the
             blending ramp, in pixels; less than ``tile_size / 2``. Default 64.
 
@@ -132,18 +186,43 @@ class Derainer:
             raise MossError(
                 f"tile overlap must be in [0, tile_size / 2 = {tile_size / 2:g}), got {overlap}"
             )
+        if tile_size % net.size_multiple:
+            raise MossError(
+                f"tile size must be a multiple of {net.size_multiple} (the network's "
+                f"resolution steps), got {tile_size}"
+            )
         self.net = net
         self.tile_size = tile_size
         self.overlap = overlap
         # One graph for every image size (the network pads internally), so
         # test sets with many sizes do not retrace; ~1.5x faster than eager.
-        self._forward = tf.function(
-            self._forward_eager,
-            input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)],
+        images = tf.TensorSpec([None, None, None, 3], tf.float32)
+        self._forward = tf.function(self._forward_eager, input_signature=[images])
+        self._owned_statistics = tf.function(
+            self._owned_statistics_eager,
+            input_signature=[images, tf.TensorSpec([4], tf.int32)],
         )
+        self._forward_with_memory = tf.function(
+            net.call_with_memory,
+            input_signature=[images, tf.TensorSpec([1, None, None], tf.float32)],
+        )
+
+    @property
+    def two_pass(self) -> bool:
+        """Whether tiled images need the first pass (the memory updates at inference)."""
+        return bool(self.net.use_memory and self.net.memory.updates_at_inference)
 
     def _forward_eager(self, images):
         return self.net(images, training=False)
+
+    def _owned_statistics_eager(self, tile, owned):
+        """Eq. (3) sums ``[1, K, C]`` and counts ``[1, K]`` of the feature cells of ``tile``
+        inside ``owned`` = (top, bottom, left, right), pixels in tile coordinates."""
+        _, features = self.net.encode(tile)
+        top, bottom, left, right = tf.unstack(owned // self.net.size_multiple)
+        cells = features[-1][:, top:bottom, left:right, :]
+        vectors = tf.reshape(tf.cast(cells, tf.float32), [1, -1, tf.shape(cells)[-1]])
+        return self.net.memory.assignment_statistics(vectors)
 
     def derain(
         self,
@@ -154,8 +233,8 @@ class Derainer:
 
         Args:
             rainy: float ``[H, W, 3]`` in [-1, 1].
-            on_tile: called as ``on_tile(done, total)`` after each tile
-                (progress reporting). Default None.
+            on_tile: called as ``on_tile(done, total)`` after each tile of
+                each pass (progress reporting). Default None.
 
         Returns:
             float32 NumPy ``[H, W, 3]`` in [-1, 1].
@@ -181,36 +260,96 @@ class Derainer:
         return result
 
     def _derain(self, rainy, prepare, on_tile) -> np.ndarray:
-        """Tiling and blending; ``prepare`` maps a slice of ``rainy`` to [-1, 1] float32."""
+        """Whole or tiled; ``prepare`` maps a slice of ``rainy`` to [-1, 1] float32."""
         if rainy.ndim != 3 or rainy.shape[-1] != 3:
             raise MossError(f"expected one RGB image [H, W, 3], got shape {rainy.shape}")
         height, width = rainy.shape[:2]
-        rows = tile_starts(height, self.tile_size, self.overlap)
-        cols = tile_starts(width, self.tile_size, self.overlap)
-        if len(rows) == len(cols) == 1:
+        if max(height, width) <= self.tile_size:
             out = self._forward(prepare(rainy)[None])[0].numpy()
             if on_tile is not None:
                 on_tile(1, 1)
             return out
+        multiple = self.net.size_multiple
+        padding = [(0, -height % multiple), (0, -width % multiple), (0, 0)]
+        padded = np.pad(rainy, padding, mode="reflect") if padding[0][1] or padding[1][1] else rainy
+        tiles = self._tiles(*padded.shape[:2])
+        progress = _Progress(on_tile, len(tiles) * (2 if self.two_pass else 1))
+        items = self._photo_memory(padded, tiles, prepare, progress) if self.two_pass else None
+        return self._blend(padded, tiles, prepare, items, progress)[:height, :width]
 
-        tile_h, tile_w = min(height, self.tile_size), min(width, self.tile_size)
-        total = np.zeros((height, width, 3), np.float32)
-        weight_sum = np.zeros((height, width, 1), np.float32)
-        done = 0
-        for i, top in enumerate(rows):
-            w_rows = blend_window(tile_h, self.overlap, i > 0, i < len(rows) - 1)
-            for j, left in enumerate(cols):
-                w_cols = blend_window(tile_w, self.overlap, j > 0, j < len(cols) - 1)
-                weights = (w_rows[:, None] * w_cols[None, :])[..., None]
+    def _tiles(self, height: int, width: int) -> list[_Tile]:
+        """The tiles of a padded ``height x width`` image, row by row."""
+        size, multiple = self.tile_size, self.net.size_multiple
+        tile_h, tile_w = min(height, size), min(width, size)
+        rows = tile_starts(height, size, self.overlap, multiple)
+        cols = tile_starts(width, size, self.overlap, multiple)
+        owned_rows = owned_ranges(rows, tile_h, height, multiple)
+        owned_cols = owned_ranges(cols, tile_w, width, multiple)
+        tiles = []
+        for i, (top, own_rows) in enumerate(zip(rows, owned_rows, strict=True)):
+            for j, (left, own_cols) in enumerate(zip(cols, owned_cols, strict=True)):
                 window = (slice(top, top + tile_h), slice(left, left + tile_w))
-                tile = self._forward(prepare(rainy[window])[None])[0].numpy()
-                total[window] += tile * weights
-                weight_sum[window] += weights
-                done += 1
-                if on_tile is not None:
-                    on_tile(done, len(rows) * len(cols))
+                edges = (i > 0, i < len(rows) - 1, j > 0, j < len(cols) - 1)
+                tiles.append(_Tile(window, (*own_rows, *own_cols), edges))
+        return tiles
+
+    def _photo_memory(self, padded, tiles, prepare, progress) -> tf.Tensor:
+        """First pass: the memory ``[1, K, C]`` updated with the whole photo's statistics."""
+        sums = counts = 0.0
+        for tile in tiles:
+            images = prepare(padded[tile.window])[None]
+            tile_sums, tile_counts = self._owned_statistics(images, tf.constant(tile.owned))
+            sums = sums + tile_sums.numpy().astype(np.float64)
+            counts = counts + tile_counts.numpy().astype(np.float64)
+            progress.step()
+        memory = self.net.memory
+        return memory.items_from_statistics(
+            tf.constant(sums, tf.float32), tf.constant(counts, tf.float32)
+        )
+
+    def _blend(self, padded, tiles, prepare, items, progress) -> np.ndarray:
+        """Second (or only) pass: every tile through the network, outputs blended."""
+        total = np.zeros(padded.shape, np.float32)
+        weight_sum = np.zeros((*padded.shape[:2], 1), np.float32)
+        for tile in tiles:
+            rows, cols = tile.window
+            rise_y, fall_y, rise_x, fall_x = tile.edges
+            w_rows = blend_window(rows.stop - rows.start, self.overlap, rise_y, fall_y)
+            w_cols = blend_window(cols.stop - cols.start, self.overlap, rise_x, fall_x)
+            weights = (w_rows[:, None] * w_cols[None, :])[..., None]
+            images = prepare(padded[tile.window])[None]
+            if items is None:
+                out = self._forward(images)
+            else:
+                out = self._forward_with_memory(images, items)
+            total[tile.window] += out[0].numpy() * weights
+            weight_sum[tile.window] += weights
+            progress.step()
         total /= weight_sum
         return total
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tile:
+    """One tile: its ``window`` (row and column slices of the padded image), the
+    part it ``owned`` for the memory update (top, bottom, left, right in tile
+    pixels) and which ``edges`` (top, bottom, left, right) have a neighbour."""
+
+    window: tuple[slice, slice]
+    owned: tuple[int, int, int, int]
+    edges: tuple[bool, bool, bool, bool]
+
+
+class _Progress:
+    """Calls ``on_tile(done, total)`` after each tile of each pass."""
+
+    def __init__(self, on_tile, total: int):
+        self.on_tile, self.total, self.done = on_tile, total, 0
+
+    def step(self):
+        self.done += 1
+        if self.on_tile is not None:
+            self.on_tile(self.done, self.total)
 
 
 # ------------------------------------------------------------------------------ files

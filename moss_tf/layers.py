@@ -17,6 +17,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from moss_tf.config import MEMORY_MODES
+
 PACKAGE = "moss"
 
 # PyTorch defaults of the released network (SPEC.md §1).
@@ -145,27 +147,44 @@ class ResidualBlock(keras.layers.Layer):
 class MemoryBank(keras.layers.Layer):
     """Rain memory ``M`` of ``num_items`` items, Eq. (3) update and Eq. (5) read.
 
-    For the ``N = B*H*W`` feature vectors ``z_n`` of a batch:
+    For a group of feature vectors ``z_n``:
 
     1. scores ``s_nk = <z_n/|z_n|, m_k/|m_k|>``;
     2. Eq. (3): each vector picks its best item ``a_n = argmax_k s_nk``; the
        item's new value is ``decay * m_k + (1 - decay) * mean_k`` where
-       ``mean_k`` is the mean of the vectors that picked it (0 if none did);
-       ``z`` is held constant for this update;
+       ``mean_k`` is the mean of the group's vectors that picked it (0 if none
+       did); ``z`` is held constant for this update;
     3. scores are recomputed with the updated memory, and Eq. (5) reads
        ``z_hat_n = sum_k softmax_k(s_nk) * m_k`` with the memory held constant,
        so gradients reach the encoder only through the scores.
 
-    The update is computed in every forward pass (as in the released network)
-    but stored only when ``training`` is true; at inference the updated memory
-    serves that batch alone. Under ``tf.distribute`` the per-item sums and
-    counts are all-reduced, so the update uses the global batch and every
-    replica holds the same memory.
+    What a group is:
+
+    - ``training=True``: the whole batch (under ``tf.distribute`` the global
+      batch: the per-item sums and counts are all-reduced, so every replica
+      holds the same memory), and the updated memory is stored. This is the
+      released network's training.
+    - ``training=False``, by ``inference_memory`` (nothing is stored):
+
+      - ``"per_image"`` (default): each image alone, with its own updated
+        memory; an image's output does not depend on the rest of its batch.
+        This is the released network evaluated one image at a time, as its
+        authors did.
+      - ``"batch"``: the whole batch, as the released network computes it
+        (its ``output_eval_batch`` test vector); images influence each other.
+      - ``"frozen"``: no update; every vector reads the stored memory.
+
+    The parts of the call are public for tiled inference: per-image
+    :meth:`assignment_statistics` add up over the tiles of a photo,
+    :meth:`items_from_statistics` turns the totals into the photo's updated
+    memory and :meth:`read` reads with it.
 
     Args:
         num_items: number of memory items K. Default 512.
-        decay: EMA decay tau in [0, 1]; 0 copies the batch means in, 1 freezes
+        decay: EMA decay tau in [0, 1]; 0 copies the group means in, 1 freezes
             the memory. Default 0.999.
+        inference_memory: ``"per_image"``, ``"batch"`` or ``"frozen"``: the
+            update at inference (above). Default ``"per_image"``.
 
     Example:
         >>> memory = MemoryBank(num_items=8)
@@ -173,10 +192,15 @@ class MemoryBank(keras.layers.Layer):
         (2, 4, 4, 16)
     """
 
-    def __init__(self, num_items=512, decay=0.999, **kwargs):
+    def __init__(self, num_items=512, decay=0.999, inference_memory="per_image", **kwargs):
         super().__init__(**kwargs)
+        if inference_memory not in MEMORY_MODES:
+            raise ValueError(
+                f"inference_memory must be one of {MEMORY_MODES}, got {inference_memory!r}"
+            )
         self.num_items = num_items
         self.decay = decay
+        self.inference_memory = inference_memory
 
     def build(self, input_shape):
         self.items = self.add_weight(
@@ -189,38 +213,75 @@ class MemoryBank(keras.layers.Layer):
             name="items",
         )
 
-    def updated_items(self, vectors):
-        """Eq. (3): the memory after one self-supervised update on ``vectors`` [N, C]."""
-        items = ops.convert_to_tensor(self.items)
-        if self.decay == 1.0:
-            return items
+    @property
+    def updates_at_inference(self):
+        """Whether an inference call changes the memory it reads (Eq. 3) before reading."""
+        return self.inference_memory != "frozen" and self.decay != 1.0
+
+    def assignment_statistics(self, vectors):
+        """Per-group Eq. (3) sums and counts of the vectors that chose each item.
+
+        Args:
+            vectors: float32 ``[G, N, C]``, G groups of N feature vectors.
+
+        Returns:
+            ``(sums [G, K, C], counts [G, K])``, float32, no gradient. Both add
+            up over disjoint parts of a group (tiles, replicas).
+        """
         vectors = ops.stop_gradient(vectors)
-        scores = ops.matmul(_l2_normalize(vectors), ops.transpose(_l2_normalize(items)))
+        items = _l2_normalize(ops.convert_to_tensor(self.items))
+        scores = ops.einsum("gnc,kc->gnk", _l2_normalize(vectors), items)
         choice = ops.one_hot(ops.argmax(scores, axis=-1), self.num_items, dtype=vectors.dtype)
-        sums = ops.matmul(ops.transpose(choice), vectors)  # [K, C]
-        counts = ops.sum(choice, axis=0)  # [K]
-        sums, counts = _global_sum(sums, counts)
-        means = sums / (counts[:, None] + _COUNT_EPS)
-        return self.decay * items + (1.0 - self.decay) * means
+        sums = ops.einsum("gnk,gnc->gkc", choice, vectors)
+        counts = ops.sum(choice, axis=1)
+        return sums, counts
+
+    def items_from_statistics(self, sums, counts):
+        """Eq. (3): the updated memory ``[G, K, C]`` of each group from its sums and counts."""
+        means = sums / (counts[..., None] + _COUNT_EPS)
+        return self.decay * ops.convert_to_tensor(self.items) + (1.0 - self.decay) * means
+
+    def read(self, vectors, items):
+        """Eq. (5): ``[G, N, C]`` soft-attentive reads of ``vectors`` from ``items`` ``[G, K, C]``.
+
+        The memory gets no gradient.
+        """
+        items = ops.stop_gradient(items)
+        scores = ops.einsum("gnc,gkc->gnk", _l2_normalize(vectors), _l2_normalize(items))
+        return ops.einsum("gnk,gkc->gnc", ops.softmax(scores, axis=-1), items)
+
+    def read_features(self, z, items):
+        """Eq. (5) on feature maps ``z`` ``[B, H, W, C]`` from ``items`` ``[G, K, C]``.
+
+        G = 1: every image reads the same items; G = B: image b reads ``items[b]``.
+        """
+        shape = ops.shape(z)
+        vectors = ops.reshape(ops.cast(z, "float32"), (ops.shape(items)[0], -1, shape[-1]))
+        return ops.cast(ops.reshape(self.read(vectors, items), shape), z.dtype)
 
     def call(self, z, training=False):
-        compute_dtype = z.dtype
+        mode = "batch" if training else self.inference_memory
+        if mode == "frozen" or self.decay == 1.0:
+            return self.read_features(z, ops.convert_to_tensor(self.items)[None])
         shape = ops.shape(z)
-        vectors = ops.reshape(ops.cast(z, "float32"), (-1, shape[-1]))
-        items = self.updated_items(vectors)
-        if training and self.decay != 1.0:
-            self.items.assign(items)
-        items = ops.stop_gradient(items)
-        scores = ops.matmul(_l2_normalize(vectors), ops.transpose(_l2_normalize(items)))
-        read = ops.matmul(ops.softmax(scores, axis=-1), items)
-        return ops.cast(ops.reshape(read, shape), compute_dtype)
+        groups = shape[0] if mode == "per_image" else 1
+        vectors = ops.reshape(ops.cast(z, "float32"), (groups, -1, shape[-1]))
+        sums, counts = self.assignment_statistics(vectors)
+        if mode == "batch":
+            sums, counts = _global_sum(sums, counts)
+        items = self.items_from_statistics(sums, counts)
+        if training:
+            self.items.assign(items[0])
+        return self.read_features(z, items)
 
     def compute_output_shape(self, input_shape):
         return input_shape
 
     def get_config(self):
         config = super().get_config()
-        config.update(num_items=self.num_items, decay=self.decay)
+        config.update(
+            num_items=self.num_items, decay=self.decay, inference_memory=self.inference_memory
+        )
         return config
 
 

@@ -46,6 +46,13 @@ class MOSSNet(keras.Model):
             gives the "w/o Skip-Connect" ablation. Default True.
         gate_keep_probability: keep probability of the CBN gate's Bernoulli
             mask in training, in (0, 1]. Default 0.8.
+        inference_memory: the memory's Eq. (3) update at inference
+            (``training=False``; training always updates from the whole batch
+            and stores the result): ``"per_image"`` (default) updates from
+            each image alone, so an image's output does not depend on its
+            batch (the released network run one image at a time);
+            ``"batch"`` updates from the whole batch, as the released network
+            computes it; ``"frozen"`` reads the stored memory without update.
 
     Example:
         >>> net = MOSSNet(base_channels=8, channel_step=8, blocks_per_stage=1, memory_items=16)
@@ -65,6 +72,7 @@ class MOSSNet(keras.Model):
         use_memory=True,
         use_skip=True,
         gate_keep_probability=0.8,
+        inference_memory="per_image",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -82,6 +90,7 @@ class MOSSNet(keras.Model):
         self.use_memory = use_memory
         self.use_skip = use_skip
         self.gate_keep_probability = gate_keep_probability
+        self.inference_memory = inference_memory
 
         self.head = keras.layers.Conv2D(base_channels, 3, padding="same", use_bias=False)
         self.encoder_stages = []
@@ -91,7 +100,7 @@ class MOSSNet(keras.Model):
                 self._stage(channels, channels + channel_step, downsample=i < num_resampling_stages)
             )
             channels += channel_step
-        self.memory = MemoryBank(memory_items, memory_decay, name="memory")
+        self.memory = MemoryBank(memory_items, memory_decay, inference_memory, name="memory")
         self.decoder_stages = []
         self.fusions = []
         first_upsampling_stage = num_stages - num_resampling_stages
@@ -114,6 +123,19 @@ class MOSSNet(keras.Model):
         ]
         return blocks
 
+    def with_inference_memory(self, mode):
+        """This network if its ``inference_memory`` is ``mode``, else a copy in that mode.
+
+        The copy has the same weights, memory and batch-norm statistics; only
+        what inference does with the memory differs (see the class Args).
+        """
+        if mode == self.inference_memory:
+            return self
+        copy = MOSSNet.from_config({**self.get_config(), "inference_memory": mode})
+        copy.build()
+        copy.set_weights(self.get_weights())
+        return copy
+
     @property
     def size_multiple(self):
         """Height and width are padded to a multiple of this inside the network."""
@@ -126,13 +148,19 @@ class MOSSNet(keras.Model):
         self.call(ops.zeros((1, side, side, 3)), training=False)
         self.built = True
 
-    def call(self, images, training=False):
+    def pad(self, images):
+        """Reflect-pad the bottom and right of ``images`` to multiples of :attr:`size_multiple`."""
         height, width = ops.shape(images)[1], ops.shape(images)[2]
         multiple = self.size_multiple
         pad_h = (multiple - height % multiple) % multiple
         pad_w = (multiple - width % multiple) % multiple
-        x = ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="reflect")
+        return ops.pad(images, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]], mode="reflect")
 
+    def encode(self, x):
+        """Head and encoder: ``(head, features)``; ``features[-1]`` is z, the memory's input.
+
+        ``x``: images in [-1, 1] whose sides are multiples of :attr:`size_multiple`.
+        """
         head = self.head(x)
         h = head
         features = []
@@ -140,16 +168,57 @@ class MOSSNet(keras.Model):
             for block in stage:
                 h = block(h)
             features.append(h)
-        if self.use_memory:
-            h = self.memory(h, training=training)
+        return head, features
+
+    def decode(self, head, features, z_hat, training=False):
+        """Decoder with CBN fusion, skip and tail: images in [-1, 1] at the padded size."""
+        h = z_hat
         for i, stage in enumerate(self.decoder_stages):
             for block in stage:
                 h = block(h)
             if i < len(self.fusions):
                 h = self.fusions[i](features[self.num_stages - 2 - i], h, training=training)
         g = head - h if self.use_skip else h
-        y = ops.tanh(ops.cast(self.tail(g), "float32"))
-        return y[:, :height, :width, :]
+        return ops.tanh(ops.cast(self.tail(g), "float32"))
+
+    def call(self, images, training=False):
+        return self.call_with_features(images, training)[0]
+
+    def call_with_features(self, images, training=False):
+        """``(output, features)``: the output and the encoder stage outputs f0..f4.
+
+        Training uses the features to hold their scale (see
+        :func:`moss_tf.losses.feature_scale_penalty`); the output is ``call``'s.
+        """
+
+        def memory(z):
+            return self.memory(z, training=training)
+
+        return self._forward(images, memory, training)
+
+    def call_with_memory(self, images, items):
+        """Inference that reads ``items`` (float32 ``[G, K, C]``) instead of updating the memory.
+
+        G = 1: all images read the same items; G = B: image b reads ``items[b]``.
+        Tiled inference uses it to give every tile of a photo the photo's
+        update (:meth:`MemoryBank.items_from_statistics`). Images in [-1, 1].
+        """
+
+        def memory(z):
+            return self.memory.read_features(z, items)
+
+        return self._forward(images, memory, training=False)[0]
+
+    def _forward(self, images, memory, training):
+        """pad -> encode -> ``memory(z)`` (unless ``use_memory`` is off) -> decode -> crop.
+
+        Returns ``(output, features)``, the encoder stage outputs at the padded size.
+        """
+        head, features = self.encode(self.pad(images))
+        z = features[-1]
+        z_hat = memory(z) if self.use_memory else z
+        y = self.decode(head, features, z_hat, training=training)
+        return y[:, : ops.shape(images)[1], : ops.shape(images)[2], :], features
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -167,5 +236,6 @@ class MOSSNet(keras.Model):
             use_memory=self.use_memory,
             use_skip=self.use_skip,
             gate_keep_probability=self.gate_keep_probability,
+            inference_memory=self.inference_memory,
         )
         return config

@@ -5,7 +5,8 @@ Stage ``pretrain`` (supplementary Algorithm 1)::
     L_SU = mean |f_theta(X_L) - Y_L|
 
 Stage ``semi`` (Algorithm 2, SPEC.md §2): pseudo-labels from the EMA target
-network, Eq. (9) noisy mixtures built in the graph, and
+network (in inference mode with the released per-batch memory update, see
+:meth:`MOSSTrainer.copy_target`), Eq. (9) noisy mixtures built in the graph, and
 ``L_total = l1 * L_SU + l2 * L_UN + l3 * L_TV``; after every optimizer step
 the target follows the online network by Eq. (7) over the trainable weights
 and the memory items (its batch-norm statistics stay as copied).
@@ -81,8 +82,15 @@ class MOSSTrainer(keras.Model):
 
     @staticmethod
     def copy_target(online: MOSSNet) -> MOSSNet:
-        """A deep copy of ``online`` (weights, memory, batch-norm statistics) named ``target``."""
-        target = MOSSNet.from_config({**online.get_config(), "name": "target"})
+        """A deep copy of ``online`` (weights, memory, batch-norm statistics) named ``target``.
+
+        The target's memory update at inference is the whole batch's
+        (``inference_memory="batch"``, whatever the online network's), so its
+        pseudo-labels ``f_xi(X_U)`` are those of the released training code,
+        which calls the target in eval mode on the unlabeled batch.
+        """
+        config = {**online.get_config(), "name": "target", "inference_memory": "batch"}
+        target = MOSSNet.from_config(config)
         target.build()
         target.set_weights(online.get_weights())
         return target

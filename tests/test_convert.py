@@ -21,10 +21,20 @@ def check_fixture(path):
     net = from_official(state, official_config)
     x = nhwc(vectors["input_nchw"])
 
-    batch = net(x, training=False).numpy()
+    single = nhwc(vectors["output_eval_single_nchw"])
+    alone = np.concatenate([net(x[i : i + 1], training=False).numpy() for i in range(len(x))])
+    np.testing.assert_allclose(alone, single, atol=1e-4)
+    # The default per-image memory update: the batch of 2 gives each image's
+    # released single-image output.
+    assert net.inference_memory == "per_image"
+    np.testing.assert_allclose(net(x, training=False).numpy(), single, atol=1e-4)
+
+    # inference_memory="batch" is the released network run on the batch.
+    released_batch = MOSSNet.from_config({**net.get_config(), "inference_memory": "batch"})
+    released_batch.build()
+    released_batch.set_weights(net.get_weights())
+    batch = released_batch(x, training=False).numpy()
     np.testing.assert_allclose(batch, nhwc(vectors["output_eval_batch_nchw"]), atol=1e-4)
-    single = np.concatenate([net(x[i : i + 1], training=False).numpy() for i in range(len(x))])
-    np.testing.assert_allclose(single, nhwc(vectors["output_eval_single_nchw"]), atol=1e-4)
 
     net(x, training=True)
     after = vectors["after_train/memory.units.weight"]

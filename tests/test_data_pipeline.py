@@ -153,8 +153,9 @@ def test_memory_limit_is_enforced_with_advice(tmp_path):
     cfg = _data(
         labeled={"pairs": str(_paired_folder(tmp_path / "set", 2, size=(600, 600)))},
         memory_limit_mb=1,
+        load="memory",  # the default, auto, would stream them instead
     )
-    with pytest.raises(DataError, match="memory_limit_mb"):
+    with pytest.raises(DataError, match=r"memory_limit_mb=1; set data.load=stream"):
         build_training_data(cfg, batch_size=1, crop_size=16, seed=0, with_unlabeled=False)
 
 

@@ -141,6 +141,7 @@ _RANGE_KEYS = ("length", "width", "angle", "intensity", "haze")
 _STREAK_RANGE_KEYS = ("streak_scale", "streak_rotation", "streak_intensity")
 BLENDS = ("screen", "add")
 BAD_IMAGE_POLICIES = ("error", "skip")
+LOAD_MODES = ("auto", "memory", "stream")
 
 
 def _fail(where: str, key: str, message: str) -> None:
@@ -377,9 +378,15 @@ class DataConfig:
         max_side: training images whose longer side exceeds this are
             downscaled on load so memory stays bounded (default 1024, ``null``
             = never). Test images are never resized.
-        memory_limit_mb: decoded training images are held in memory; more
-            than this many megabytes is refused with an error that says what
-            to change (default 8192).
+        memory_limit_mb: megabytes of decoded training images that may be
+            held in memory (default 8192).
+        load: ``auto`` (default) holds a source's decoded images in memory
+            when they fit under ``memory_limit_mb`` and streams it from its
+            files otherwise, decided per source from the file headers;
+            ``memory`` always decodes once into memory (more than
+            ``memory_limit_mb`` is an error); ``stream`` always reads and
+            decodes files per crop inside the tf.data graph (memory does not
+            grow with the dataset).
     """
 
     labeled: LabeledConfig = field(default_factory=LabeledConfig)
@@ -389,6 +396,7 @@ class DataConfig:
     split_seed: int = 0
     max_side: int | None = 1024
     memory_limit_mb: int = 8192
+    load: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -414,6 +422,8 @@ class DataConfig:
             _fail(where, "max_side", f"must be >= 16 or null, got {self.max_side}")
         if self.memory_limit_mb < 1:
             _fail(where, "memory_limit_mb", f"must be >= 1, got {self.memory_limit_mb}")
+        if self.load not in LOAD_MODES:
+            _fail(where, "load", f"must be one of {', '.join(LOAD_MODES)}, got {self.load!r}")
 
 
 def resolve_path(value: str, key: str) -> Path:

@@ -29,15 +29,26 @@ from moss_tf.data.layouts import (
     seeded_split,
     split_pairs,
 )
-from moss_tf.data.pool import ImagePool, MemoryBudget, load_images, load_pairs
+from moss_tf.data.pool import (
+    ImagePool,
+    MemoryBudget,
+    _bad,
+    _summarise,
+    load_images,
+    load_pairs,
+)
 from moss_tf.data.rain import RainSynthesizer
 from moss_tf.data.ranges import to_model_range
+from moss_tf.data.stream import FileImages, ImageProbe, probe_images, scaled_size
 
 __all__ = ["TrainingData", "build_test_sets", "build_training_data"]
 
 log = logging.getLogger("moss_tf.data")
 
 AUTOTUNE = tf.data.AUTOTUNE
+
+#: Training images held in memory or read from their files; both have ``get(i)``.
+ImageSource = ImagePool | FileImages
 
 # Stream ids keep the random numbers of the streams (and test styles) apart.
 _LABELED, _UNLABELED, _TEST_LABELED_STYLE, _TEST_TARGET_STYLE = 1, 2, 3, 4
@@ -124,15 +135,18 @@ def _to_unit(image_uint8: tf.Tensor) -> tf.Tensor:
 
 
 class _Loader:
-    """Resolves config paths and decodes images for one build, under one memory budget.
+    """Resolves config paths and provides a build's training images, under one memory budget.
 
     ``min_side`` is the crop size: smaller training images are bad images.
+    Each source is held in memory or streamed from its files as ``data.load``
+    says (see :class:`~moss_tf.data.config.DataConfig`).
     """
 
     def __init__(self, cfg: DataConfig, min_side: int):
         self.cfg = cfg
         self.min_side = min_side
         self.budget = MemoryBudget(cfg.memory_limit_mb)
+        self.streamed: list[str] = []  # sources read from their files, for the description
 
     @staticmethod
     def paths(value: str, key: str, builtin_names=builtin.LABELED_PHOTOS) -> list[Path]:
@@ -154,6 +168,44 @@ class _Loader:
         )
         return ImagePool(arrays)
 
+    def images(self, paths: list[Path], what: str) -> ImagePool | FileImages:
+        """Training images of one source, in memory or streamed (``data.load``)."""
+        if self.cfg.load == "memory":
+            return self.decode(paths, what)
+        probes = probe_images(paths)
+        if self.cfg.load == "auto" and self.budget.fits(self._nbytes(probes)):
+            return self.decode(paths, what)
+        return self._from_files(self._usable(probes, what), what)
+
+    def pairs(self, pairs: list[Pair], what: str) -> tuple[ImageSource, ImageSource, tf.Tensor]:
+        """(rainy images, clean images, clean index of each rainy image) of training pairs."""
+        if self.cfg.load == "memory":
+            return self.decode_pairs(pairs, what)
+        clean_paths = list(dict.fromkeys(p.clean for p in pairs))
+        clean_probes = dict(zip(clean_paths, probe_images(clean_paths), strict=True))
+        rainy_probes = probe_images([p.rainy for p in pairs])
+        nbytes = self._nbytes(rainy_probes) + self._nbytes(clean_probes.values())
+        if self.cfg.load == "auto" and self.budget.fits(nbytes):
+            return self.decode_pairs(pairs, what)
+        rainy, clean_index, skipped = [], [], []
+        clean_slot: dict[Path, int] = {}
+        for pair, probe in zip(pairs, rainy_probes, strict=True):
+            problem = self._pair_problem(probe, clean_probes[pair.clean])
+            if problem is not None:
+                _bad(problem, self.cfg.on_bad_image, skipped)
+                continue
+            rainy.append(probe)
+            clean_index.append(clean_slot.setdefault(pair.clean, len(clean_slot)))
+        _summarise(skipped, len(pairs), what)
+        if not rainy:
+            raise DataError(f"{what}: no usable pairs ({len(skipped)} skipped)")
+        clean = [clean_probes[path] for path in clean_slot]
+        return (
+            self._from_files(rainy, what),
+            FileImages(clean, self.cfg.max_side),
+            tf.constant(clean_index, dtype=tf.int32),
+        )
+
     def decode_pairs(self, pairs: list[Pair], what: str) -> tuple[ImagePool, ImagePool, tf.Tensor]:
         """(rainy pool, clean pool, clean index of each rainy image) of training pairs."""
         rainy, clean, clean_index, _ = load_pairs(
@@ -165,6 +217,44 @@ class _Loader:
             budget=self.budget,
         )
         return ImagePool(rainy), ImagePool(clean), tf.constant(clean_index, dtype=tf.int32)
+
+    def _nbytes(self, probes) -> int:
+        """Bytes the decoded, downscaled RGB images of ``probes`` would take in memory."""
+        sizes = (scaled_size(p.height, p.width, self.cfg.max_side) for p in probes)
+        return sum(3 * h * w for h, w in sizes)
+
+    def _too_small(self, probe: ImageProbe) -> str | None:
+        h, w = scaled_size(probe.height, probe.width, self.cfg.max_side)
+        if min(h, w) < self.min_side:
+            return f"{probe.path}: {w}x{h} is smaller than the {self.min_side}x{self.min_side} crop"
+        return None
+
+    def _pair_problem(self, rainy: ImageProbe, clean: ImageProbe) -> str | None:
+        problem = rainy.problem or clean.problem
+        if problem is None and (rainy.height, rainy.width) != (clean.height, clean.width):
+            problem = (
+                f"{rainy.path} is {rainy.width}x{rainy.height} but its clean partner "
+                f"{clean.path} is {clean.width}x{clean.height}"
+            )
+        return problem or self._too_small(rainy)
+
+    def _usable(self, probes: list[ImageProbe], what: str) -> list[ImageProbe]:
+        """The probes without problems, applying ``data.on_bad_image`` to the others."""
+        kept, skipped = [], []
+        for probe in probes:
+            problem = probe.problem or self._too_small(probe)
+            if problem is None:
+                kept.append(probe)
+            else:
+                _bad(problem, self.cfg.on_bad_image, skipped)
+        _summarise(skipped, len(probes), what)
+        if not kept:
+            raise DataError(f"{what}: no usable images ({len(skipped)} skipped)")
+        return kept
+
+    def _from_files(self, probes: list[ImageProbe], what: str) -> FileImages:
+        self.streamed.append(what)
+        return FileImages(probes, self.cfg.max_side)
 
     def synthesizer(self, rain: RainConfig, key: str) -> RainSynthesizer:
         """The rain of ``key``, with its streak layers decoded when it names some."""
@@ -179,7 +269,7 @@ def _where(value: str) -> str:
     return "built-in photographs" if value == BUILTIN else value
 
 
-def _rain_on_crop(pool: ImagePool, rain: RainSynthesizer, crop: int) -> Callable:
+def _rain_on_crop(pool: ImageSource, rain: RainSynthesizer, crop: int) -> Callable:
     """Element function: (rainy, clean) crops of image ``index``, float32 in [0, 1]."""
 
     def make(index, element_seed):
@@ -208,7 +298,7 @@ def _labeled_source(
                 f"{len(pairs)} of {total} pairs from {source} ({layout}; fraction "
                 f"{labeled.fraction:g}, split_seed {cfg.split_seed})"
             )
-        rainy_pool, clean_pool, clean_of = loader.decode_pairs(pairs, "data.labeled.pairs")
+        rainy_pool, clean_pool, clean_of = loader.pairs(pairs, "data.labeled.pairs")
 
         def make(index, element_seed):
             images = [rainy_pool.get(index), clean_pool.get(clean_of[index])]
@@ -226,7 +316,7 @@ def _labeled_source(
                 f"data.labeled.holdout={labeled.holdout} leaves none of the {len(held)} "
                 f"images of {value} for training"
             )
-    pool = loader.decode(paths, f"data.labeled.clean ({value})")
+    pool = loader.images(paths, f"data.labeled.clean ({value})")
     rainy_clean = _rain_on_crop(pool, loader.synthesizer(labeled.rain, "data.labeled.rain"), crop)
 
     def make(index, element_seed):
@@ -247,7 +337,7 @@ def _unlabeled_source(
         synthetic = BUILTIN
     if synthetic is not None:
         paths = loader.paths(synthetic, "data.unlabeled.clean", builtin.UNLABELED_PHOTOS)
-        pool = loader.decode(paths, f"data.unlabeled.clean ({synthetic})")
+        pool = loader.images(paths, f"data.unlabeled.clean ({synthetic})")
         rain = loader.synthesizer(unlabeled.rain, "data.unlabeled.rain")
         rainy_clean = _rain_on_crop(pool, rain, crop)
 
@@ -272,7 +362,7 @@ def _unlabeled_source(
             "no unlabeled images: set data.unlabeled.rainy (real rainy photos), "
             "data.unlabeled.clean (synthetic rain), or data.labeled.fraction < 1"
         )
-    pool = loader.decode(paths, "unlabeled images")
+    pool = loader.images(paths, "unlabeled images")
 
     def make(index, element_seed):
         (rainy,) = _crop_and_flip([pool.get(index)], crop, element_seed)
@@ -293,9 +383,13 @@ def build_training_data(
 ) -> TrainingData:
     """Build the labeled (and unlabeled) training streams of ``data_cfg``.
 
-    Images are decoded once and kept in memory; each element is a random
-    ``crop_size`` crop (same window and horizontal flip for rainy and clean),
-    with rain synthesised on the crop when the config asks for it.
+    Images are decoded once and kept in memory, or read from their files per
+    crop when a source is too large for ``data.memory_limit_mb`` (see
+    ``data.load``); each element is a random ``crop_size`` crop (same window
+    and horizontal flip for rainy and clean), with rain synthesised on the
+    crop when the config asks for it. Both ways give the same crops for the
+    same seed (except for unpaired images above ``data.max_side``, see
+    :mod:`moss_tf.data.stream`).
 
     Args:
         data_cfg: the ``data:`` section.
@@ -331,6 +425,9 @@ def build_training_data(
         make, num_unlabeled, text = _unlabeled_source(loader, data_cfg, rest, crop_size)
         unlabeled = _stream(num_unlabeled, make, stream=_UNLABELED, **stream)
         descriptions.append(f"unlabeled: {text}")
+    if loader.streamed:
+        where = ", ".join(loader.streamed)
+        descriptions.append(f"streamed from their files (data.load={data_cfg.load}): {where}")
     description = "\n".join(descriptions)
     log.info("training data:\n%s", description)
     return TrainingData(labeled, unlabeled, num_labeled, num_unlabeled, description)

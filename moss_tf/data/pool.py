@@ -71,19 +71,31 @@ class ImagePool:
 
 
 class MemoryBudget:
-    """Counts decoded bytes against ``data.memory_limit_mb`` with an actionable error."""
+    """Counts decoded bytes against ``data.memory_limit_mb`` with an actionable error.
+
+    Every decoded image counts: a pair is two images (unless its clean image
+    is shared with other pairs, as in DDN, where it is counted once).
+    """
 
     def __init__(self, limit_mb: int):
         self.limit = limit_mb * 2**20
         self.used = 0
+        self.images = 0
 
-    def add(self, nbytes: int, what: str, done: int, total: int) -> None:
+    def fits(self, nbytes: int) -> bool:
+        """Whether ``nbytes`` more still fit under the limit."""
+        return self.used + nbytes <= self.limit
+
+    def add(self, nbytes: int, what: str) -> None:
         self.used += nbytes
+        self.images += 1
         if self.used > self.limit:
             raise DataError(
-                f"{what}: decoded training images exceed data.memory_limit_mb="
-                f"{self.limit // 2**20} after {done} of {total} files; lower data.max_side, "
-                "use fewer images, or raise data.memory_limit_mb if the machine has the memory"
+                f"{what}: the {self.images} training images decoded so far (clean and rainy "
+                f"images counted separately) take {self.used / 2**20:,.0f} MiB, more than "
+                f"data.memory_limit_mb={self.limit // 2**20}; set data.load=stream (or auto) "
+                "to read the files as training needs them, lower data.max_side, or raise "
+                "data.memory_limit_mb if the machine has the memory"
             )
 
 
@@ -155,7 +167,7 @@ def load_images(
         (arrays ``[H, W, 3]`` or ``[H, W, 1]`` uint8 in [0, 255], their paths).
     """
     arrays, kept, skipped = [], [], []
-    for done, (path, result) in enumerate(zip(paths, _decode_all(paths, max_side), strict=True)):
+    for path, result in zip(paths, _decode_all(paths, max_side), strict=True):
         if isinstance(result, ImageError):
             _bad(str(result), on_bad_image, skipped)
             continue
@@ -170,7 +182,7 @@ def load_images(
         if gray:
             result = np.round(result.mean(axis=-1, keepdims=True)).astype(np.uint8)
         if budget is not None:
-            budget.add(result.nbytes, what, done + 1, len(paths))
+            budget.add(result.nbytes, what)
         arrays.append(result)
         kept.append(path)
     _summarise(skipped, len(paths), what)
@@ -215,11 +227,11 @@ def load_pairs(
         clean_slot[path] = len(clean_arrays)
         clean_arrays.append(clean)
         if budget is not None:
-            budget.add(clean.nbytes, what, len(clean_arrays), len(pairs))
+            budget.add(clean.nbytes, what)
 
     rainy_arrays, clean_index, kept, skipped = [], [], [], []
     rainy_results = _decode_all([p.rainy for p in pairs], None)
-    for done, (pair, rainy) in enumerate(zip(pairs, rainy_results, strict=True)):
+    for pair, rainy in zip(pairs, rainy_results, strict=True):
         bad = rainy if isinstance(rainy, ImageError) else clean_error.get(pair.clean)
         if bad is not None:
             _bad(str(bad), on_bad_image, skipped)
@@ -244,7 +256,7 @@ def load_pairs(
             )
             continue
         if budget is not None:
-            budget.add(rainy.nbytes, what, done + 1, len(pairs))
+            budget.add(rainy.nbytes, what)
         rainy_arrays.append(rainy)
         clean_index.append(clean_slot[pair.clean])
         kept.append(pair)

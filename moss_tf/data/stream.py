@@ -1,0 +1,189 @@
+"""Training images read from their files inside the tf.data graph (``data.load: stream``).
+
+The in-memory :class:`~moss_tf.data.pool.ImagePool` decodes every image once;
+for datasets too large for that, :class:`FileImages` keeps only the file
+names and, per crop, reads and decodes one file with TensorFlow's own
+decoders in the parallel ``map`` of the stream. Memory no longer grows with
+the dataset: what stays resident is one path string and four numbers per file.
+
+Before training, every file's header is read (:func:`probe_images`, a fraction
+of a millisecond per file, no pixels) so that the checks of the in-memory
+path still happen up front: pairs of different sizes, images smaller than
+the crop, and formats the graph decoders cannot read as Pillow does.
+
+The graph decoding reproduces :func:`moss_tf.data.images.read_image` exactly
+(tested) for PNG, JPEG (``INTEGER_ACCURATE`` IDCT, the one libjpeg and
+Pillow use by default), BMP and GIF; in 8-bit RGB, gray, palette and with
+transparency (composited over white); with EXIF orientation applied. One
+difference remains, documented and tested: unpaired images larger than
+``data.max_side`` are downscaled with area averaging here, while Pillow first
+decodes JPEGs at a reduced scale (``draft``) then box-filters; pairs are
+downscaled with the same area filter in both paths and stay identical.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
+
+from moss_tf.data.images import MAX_PIXELS
+
+__all__ = ["FileImages", "ImageProbe", "probe_images", "scaled_size"]
+
+# Pillow format -> modes the graph decoders turn into exactly what read_image returns.
+_STREAMABLE_MODES = {
+    "PNG": {"RGB", "RGBA", "L", "LA", "P", "1"},
+    "JPEG": {"RGB", "L"},
+    "BMP": {"RGB", "RGBA", "L", "P", "1"},
+    "GIF": {"P", "L"},
+}
+_ALPHA_MODES = {"RGBA", "LA", "PA"}
+_EXIF_ORIENTATION = 0x0112
+_BACKGROUND = 255.0  # as read_image: transparent pixels become white
+
+
+@dataclass(frozen=True)
+class ImageProbe:
+    """What a file's header says: oriented full size, orientation, transparency.
+
+    ``problem`` is None when the graph decoders read the file as
+    :func:`~moss_tf.data.images.read_image` does, else a sentence saying why not.
+    """
+
+    path: Path
+    height: int = 0
+    width: int = 0
+    orientation: int = 1
+    alpha: bool = False
+    problem: str | None = None
+
+
+def _probe(path: Path) -> ImageProbe:
+    try:
+        if path.stat().st_size == 0:
+            return ImageProbe(path, problem=f"{path}: empty file (0 bytes)")
+        with Image.open(path) as image:
+            width, height = image.size
+            fmt, mode = image.format, image.mode
+            alpha = mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info)
+            orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1)) if fmt == "JPEG" else 1
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as err:
+        return ImageProbe(path, problem=f"{path}: not an image file Pillow can read ({err})")
+    if width * height > MAX_PIXELS:
+        return ImageProbe(path, problem=f"{path}: {width}x{height} has too many pixels")
+    if orientation not in range(1, 9):
+        orientation = 1  # read_image ignores invalid tags too
+    if orientation >= 5:  # transposed: the upright image is width x height
+        width, height = height, width
+    problem = None
+    if mode not in _STREAMABLE_MODES.get(fmt, ()):
+        problem = (
+            f"{path}: {fmt} in mode {mode} is not read in the tf.data graph (readable there: "
+            "8-bit PNG, JPEG, BMP, GIF); convert it or set data.load=memory"
+        )
+    elif fmt == "GIF" and alpha:
+        problem = f"{path}: transparent GIF is not read in the tf.data graph; set data.load=memory"
+    return ImageProbe(path, height, width, orientation, alpha, problem)
+
+
+def probe_images(paths: Sequence[Path]) -> list[ImageProbe]:
+    """Read the headers of ``paths`` in parallel threads, in order. No pixels are decoded."""
+    workers = min(8, 2 * (os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as executor:
+        return list(executor.map(_probe, paths, chunksize=64))
+
+
+def scaled_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
+    """(height, width) after downscaling so the longer side is at most ``max_side``."""
+    if max_side is None or max(height, width) <= max_side:
+        return height, width
+    scale = max_side / max(height, width)
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _decode(contents: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
+    """uint8 ``[H, W, 3]`` of an encoded image, transparency composited over white."""
+
+    def jpeg():
+        return tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE")
+
+    def opaque():
+        return tf.io.decode_image(contents, channels=3, expand_animations=False)
+
+    def transparent():
+        rgba = tf.cast(
+            tf.io.decode_image(contents, channels=4, expand_animations=False), tf.float32
+        )
+        weight = rgba[..., 3:] / 255.0
+        rgb = rgba[..., :3] * weight + _BACKGROUND * (1.0 - weight)
+        return tf.cast(tf.clip_by_value(tf.round(rgb), 0.0, 255.0), tf.uint8)
+
+    image = tf.cond(tf.io.is_jpeg(contents), jpeg, lambda: tf.cond(alpha, transparent, opaque))
+    image.set_shape([None, None, 3])
+    return image
+
+
+def _orient(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
+    """Apply EXIF orientation 1..8 as Pillow's ``ImageOps.exif_transpose`` does."""
+
+    def transpose(x):
+        return tf.transpose(x, [1, 0, 2])
+
+    branches = [
+        lambda: image,  # 1: upright
+        lambda: tf.reverse(image, [1]),  # 2: mirrored
+        lambda: tf.reverse(image, [0, 1]),  # 3: rotated 180
+        lambda: tf.reverse(image, [0]),  # 4: flipped
+        lambda: transpose(image),  # 5: transposed
+        lambda: tf.image.rot90(image, 3),  # 6: rotated 90 clockwise
+        lambda: tf.reverse(transpose(image), [0, 1]),  # 7: transversed
+        lambda: tf.image.rot90(image, 1),  # 8: rotated 90 counter-clockwise
+    ]
+    return tf.switch_case(orientation - 1, branches)
+
+
+def _area_downscale(image: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """uint8 image area-resized to ``size`` when it differs (as pool._downscale does)."""
+
+    def resize():
+        resized = tf.image.resize(image, size, method="area")
+        return tf.cast(tf.clip_by_value(tf.round(resized), 0.0, 255.0), tf.uint8)
+
+    return tf.cond(tf.reduce_all(tf.shape(image)[:2] == size), lambda: image, resize)
+
+
+class FileImages:
+    """Images read from files per element; ``get(i)`` works like ``ImagePool.get``.
+
+    Args:
+        probes: the files, as :func:`probe_images` saw them (none with a problem).
+        max_side: downscale images whose longer side exceeds this (None = never).
+    """
+
+    def __init__(self, probes: Sequence[ImageProbe], max_side: int | None):
+        if not probes:
+            raise ValueError("FileImages needs at least one image")
+        self.max_side = max_side
+        self.count = len(probes)
+        self.channels = 3
+        self.paths = tf.constant([str(p.path) for p in probes])
+        self.orientation = tf.constant([p.orientation for p in probes], dtype=tf.int32)
+        self.alpha = tf.constant([p.alpha for p in probes])
+        sizes = [scaled_size(p.height, p.width, max_side) for p in probes]
+        self.sizes = tf.constant(sizes, dtype=tf.int32)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def get(self, index: tf.Tensor) -> tf.Tensor:
+        """Image ``index`` as uint8 ``[H, W, 3]`` in [0, 255], read from its file."""
+        index = tf.cast(index, tf.int32)
+        image = _decode(tf.io.read_file(self.paths[index]), self.alpha[index])
+        image = _orient(image, self.orientation[index])
+        return _area_downscale(image, self.sizes[index])
