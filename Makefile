@@ -34,7 +34,8 @@ format: $(STAMP)
 	$(PY) -m ruff check --fix .
 
 bench: $(STAMP)
-	$(PY) -m moss_tf.bench
+	$(PY) -m pip install --quiet -e ".[bench]"  # the PyTorch reference (CPU build)
+	$(PY) -m bench
 
 # The user-study end-to-end test drives Debian's Chromium; install it when we
 # may (root, as in CI), otherwise that one test skips and says why.

@@ -1,26 +1,33 @@
 """The moss-tf benchmark: how fast this machine runs inference, training and the input pipeline.
 
-    .venv/bin/python -m bench                      # everything, about 4 minutes on 2 idle cores
-    .venv/bin/python -m bench --quick              # demo settings, 256 and 512 px: about a minute
+    pip install -e .[bench]                        # PyTorch (CPU) for the reference
+    .venv/bin/python -m bench                      # everything, about 20 minutes on 2 idle cores
+    .venv/bin/python -m bench --paper              # plus the paper setting side by side (long)
+    .venv/bin/python -m bench --quick              # shorter timings, 2 rounds
     .venv/bin/python -m bench --json bench.json --markdown bench.md
 
 Prints the machine (CPU, cores, memory, TensorFlow, date), then runs each
 measurement in a process of its own (``python -m bench._worker``), so that
 each one's peak memory (max RSS, TensorFlow included) is its own:
 
+0. side by side with the released network in PyTorch (:mod:`bench.side_by_side`):
+   alternating rounds of moss-tf and the reference, ratios with their spread,
+   and every row's GFLOP/s as a share of a float32 matmul peak measured in the
+   same rounds (skipped, saying so, when PyTorch is not installed);
 1. inference latency of one image at 256, 512 and 1024 px through the
    released-size network, as a Keras ``tf.function`` and as the exported
    SavedModel's ``serving_default`` (median of a few calls after a warm-up);
 2. training seconds per step of ``trainer.train_step`` compiled with
    ``tf.function`` on one fixed synthetic batch, both stages, at the demo
-   setting (configs/demo.yaml), at the paper setting (configs/paper.yaml:
-   released network, batch 32, 256 crops; stage ``semi`` at a smaller batch
-   by default, see ``--paper-semi-batch``) and for the released network at
-   batch 8 with 64 crops, the setting of the PyTorch reference figures;
+   setting (configs/demo.yaml); the released network's steps are in the
+   side-by-side table;
 3. tf.data throughput (crops per second) of the demo data and, when
    ``../shared/data`` exists, the DDN-SIRR-like data, at each config's
    batch and crop size, next to what training consumes at that setting;
-4. FLOPs counted by TensorFlow's profiler on the graphs that are timed
+4. scoring: :func:`moss_tf.evaluation.evaluate` on 100 synthetic 481×321
+   test pairs, seconds in the network and beyond it (PSNR/SSIM, the rainy
+   baseline), for a first and a repeated evaluation;
+5. FLOPs counted by TensorFlow's profiler on the graphs that are timed
    (forward: per image; training: the whole ``train_step`` graph, i.e.
    forward, backward and optimizer), and the achieved GFLOP/s.
 
@@ -33,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import importlib.util
 import json
 import os
 import platform
@@ -47,12 +55,6 @@ from bench._worker import RESULT_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
-
-# The released PyTorch network on this machine class (CPU, 2 threads), as the
-# project's issues quote it: one pretrain step (L1, Adam) at batch 8 with
-# 64 x 64 crops, and one 512 x 512 image through the network.
-PYTORCH_STEP_S = 0.96
-PYTORCH_512_S = 2.0
 
 INFERENCE_SIZES = (256, 512, 1024)
 WORKER_TIMEOUT_S = 900
@@ -78,7 +80,15 @@ def parse_args(argv=None):
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="demo and released-8x64 training only, inference at 256 and 512, shorter timings",
+        help="shorter timings, inference at 256 and 512 px, 20 scoring images, 2 rounds",
+    )
+    parser.add_argument(
+        "--rounds", type=int, help="side-by-side rounds (default 3; 2 with --quick)"
+    )
+    parser.add_argument(
+        "--paper",
+        action="store_true",
+        help="add the paper setting (32 x 256², semi at --paper-semi-batch) side by side: long",
     )
     parser.add_argument("--json", metavar="FILE", help="also write every figure as JSON")
     parser.add_argument(
@@ -91,14 +101,18 @@ def parse_args(argv=None):
         "--paper-semi-batch",
         type=int,
         default=4,
-        help="batch of the paper-setting semi step (default 4: batch 32 at 256 px needs "
-        "about 33 GB on CPU); its time and memory are also scaled to batch 32",
+        help="batch of the paper-setting semi step with --paper (default 4: batch 32 at "
+        "256 px needs about 33 GB on CPU)",
     )
     args = parser.parse_args(argv)
     if args.paper_semi_batch < 1:
         parser.error(f"--paper-semi-batch must be at least 1, got {args.paper_semi_batch}")
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.rounds is None:
+        args.rounds = 2 if args.quick else 3
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     return args
 
 
@@ -111,9 +125,7 @@ def plan(args) -> list[Measurement]:
     sizes = [s for s in INFERENCE_SIZES if not quick or s <= 512]
     runs = 2 if quick else 3
     seconds = 1.0 if quick else 2.0  # per training variant and per pipeline stream
-    demo, paper = "configs/demo.yaml", "configs/paper.yaml"
-    released_8x64 = ["train.batch_size=8", "train.crop_size=64"]
-    semi_batch = [f"train.batch_size={args.paper_semi_batch}"]
+    demo = "configs/demo.yaml"
     plan = [
         Measurement(
             "inference/keras",
@@ -131,13 +143,7 @@ def plan(args) -> list[Measurement]:
     trainings = [
         ("demo", "pretrain", demo, [], seconds, 3),
         ("demo", "semi", demo, [], seconds, 3),
-        ("released-8x64", "pretrain", paper, released_8x64, seconds, 3),
     ]
-    if not quick:  # ~20 s per step on 2 cores: one or two steps after the warm-up step
-        trainings += [
-            ("paper", "pretrain", paper, [], 0.0, 1),
-            ("paper", "semi", paper, semi_batch, 0.0, 2),
-        ]
     for setting, stage, config, overrides, secs, min_steps in trainings:
         plan.append(
             Measurement(
@@ -165,6 +171,14 @@ def plan(args) -> list[Measurement]:
                 f"tf.data pipeline, {Path(config).name}",
             )
         )
+    plan.append(
+        Measurement(
+            "scoring",
+            "scoring",
+            {"images": 20 if quick else 100},
+            "evaluate() on 481×321 test pairs, network vs scoring",
+        )
+    )
     for measurement in plan:
         if args.threads:
             measurement.params["threads"] = args.threads
@@ -339,8 +353,6 @@ INFERENCE_HEADER = [
 
 SETTING_NAMES = {
     "demo": "demo (configs/demo.yaml)",
-    "released-8x64": f"released net (PyTorch: {PYTORCH_STEP_S} s)",
-    "paper": "paper (configs/paper.yaml)",
 }
 
 TRAINING_HEADER = [
@@ -452,39 +464,27 @@ def cores_used(measurements: list[Measurement]) -> list[float]:
     return found
 
 
+def scoring_note(result: dict) -> str:
+    """Images per second of evaluate(): the network alone, and all that is not the network."""
+    n = result["images"]
+    return (
+        f"Scoring ({n} test pairs of {result['width']}×{result['height']}, evaluate() with "
+        f"the released-size network): network {n / result['first_network_s']:.2f} images/s; "
+        f"everything else (PSNR/SSIM of the output, the rainy baseline, reading) "
+        f"{result['first_other_s'] / n:.3f} s per image ({n / result['first_other_s']:.1f} "
+        f"images/s), {result['repeated_other_s'] / n:.3f} s per image when the same test set "
+        "is evaluated again (the rainy baselines are reused)."
+    )
+
+
 def notes(measurements: list[Measurement], info: dict, args) -> list[str]:
-    """The reference comparisons and the conventions behind the tables."""
+    """The conventions behind the tables, and the scoring cost."""
     by_key = {m.key: m.result for m in measurements}
     lines = []
-    reference = by_key.get("training/released-8x64/pretrain", {})
-    if "seconds_per_step" in reference:
-        seconds = reference["seconds_per_step"]
-        lines.append(
-            f"Released network, pretrain step at batch 8 with 64 × 64 crops: {seconds:.3f} s "
-            f"here vs ~{PYTORCH_STEP_S} s for the released PyTorch network "
-            f"(L1, Adam, CPU, 2 threads): {PYTORCH_STEP_S / seconds:.1f}× faster."
-        )
-    at_512 = []
-    for key, name in (("inference/keras", "Keras graph"), ("inference/savedmodel", "SavedModel")):
-        for row in by_key.get(key, {}).get("latency", []):
-            if row["size"] == 512:
-                seconds = row["median_s"]
-                at_512.append(f"{name} {seconds:.3f} s ({PYTORCH_512_S / seconds:.1f}× faster)")
-    if at_512:
-        lines.append(
-            f"One 512 × 512 image: {', '.join(at_512)} vs ~{PYTORCH_512_S} s for the released "
-            "PyTorch network."
-        )
-    semi = by_key.get("training/paper/semi", {})
-    if "seconds_per_step" in semi and semi["batch_size"] != 32:
-        scale = 32 / semi["batch_size"]
-        baseline = semi.get("baseline_rss_mb", 0.0)
-        memory = baseline + (semi["peak_rss_mb"] - baseline) * scale
-        lines.append(
-            f"Paper semi ran at batch {semi['batch_size']} (--paper-semi-batch); at batch 32 "
-            f"expect ≈ {semi['seconds_per_step'] * scale:.0f} s / step and "
-            f"≈ {memory / 1024:.0f} GB peak (both scaled linearly with the batch)."
-        )
+    scored = by_key.get("scoring", {})
+    if "first_other_s" in scored:
+        lines.append(scoring_note(scored))
+    reference = by_key.get("training/demo/pretrain", {})
     if "step_flops" in reference:
         forward = _gflop(reference["forward_flops_per_crop"]) * reference["batch_size"]
         ratio = _gflop(reference["step_flops"]) / forward
@@ -519,13 +519,16 @@ def notes(measurements: list[Measurement], info: dict, args) -> list[str]:
     return lines
 
 
-def report(measurements: list[Measurement], info: dict, args) -> str:
-    """The tables and notes as markdown."""
+def report(measurements: list[Measurement], info: dict, args, side_by_side: str = "") -> str:
+    """The tables and notes as markdown; ``side_by_side`` is that section's markdown."""
     by_key = {m.key: m.result for m in measurements}
+    options = "".join(
+        f" {flag}" for flag, used in (("--quick", args.quick), ("--paper", args.paper)) if used
+    )
     parts = [
-        f"Machine: {describe_machine(info, args.threads)}. "
-        f"Command: `python -m bench{' --quick' if args.quick else ''}`.",
+        f"Machine: {describe_machine(info, args.threads)}. Command: `python -m bench{options}`.",
         "",
+        side_by_side,
         "**Inference**, one image through the released-size network (median seconds):",
         "",
         markdown_table(
@@ -564,6 +567,8 @@ def _progress(measurement: Measurement) -> str:
             f"{row['size']}: {row['median_s']:.3f} s ({row['cores_used']:.1f} cores)"
             for row in r["latency"]
         )
+    if measurement.kind == "scoring":
+        return scoring_note(r)
     if measurement.kind == "training":
         return (
             f"{r['seconds_per_step']:.3f} s / step ({r['steps']} steps; "
@@ -576,20 +581,37 @@ def _progress(measurement: Measurement) -> str:
     )
 
 
+def run_side_by_side(args) -> tuple[str, list]:
+    """The side-by-side rounds and their markdown; nothing, saying why, without PyTorch."""
+    from bench import side_by_side
+
+    if importlib.util.find_spec("torch") is None:
+        note = (
+            "PyTorch is not installed (`pip install -e .[bench]`): no side-by-side comparison "
+            "with the released network."
+        )
+        print(note)
+        return note + "\n", []
+    print(f"side by side with the PyTorch reference, {args.rounds} round(s):")
+    rounds = side_by_side.run_rounds(args, progress=lambda line: print(line, flush=True))
+    return side_by_side.report(rounds, side_by_side.thread_count(args)), rounds
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     info = machine_info()
     print(f"moss-tf benchmark on {describe_machine(info, args.threads)}")
     if info["load_average_1min"] is not None:  # each measurement reports the cores it got
         print(f"load average at start: {info['load_average_1min']:.2f}")
-    measurements = plan(args)
     started = time.perf_counter()
+    section, rounds = run_side_by_side(args)
+    measurements = plan(args)
     for i, m in enumerate(measurements, 1):
         print(f"[{i}/{len(measurements)}] {m.title} ...", end=" ", flush=True)
         m.result = run_worker(m)
         print(f"{_progress(m)}  [{m.result['wall_s']:.0f} s]", flush=True)
     total = time.perf_counter() - started
-    text = report(measurements, info, args)
+    text = report(measurements, info, args, section)
     print(f"\nAll measurements took {total:.0f} s.\n")
     print(text, end="")
     if args.markdown:
@@ -601,15 +623,13 @@ def main(argv=None) -> int:
             "threads": args.threads,
             "quick": args.quick,
             "total_s": total,
-            "reference_pytorch": {
-                "pretrain_step_8x64_s": PYTORCH_STEP_S,
-                "inference_512_s": PYTORCH_512_S,
-            },
+            "side_by_side_rounds": [r.results for r in rounds],
             "measurements": {m.key: {"params": m.params, **m.result} for m in measurements},
         }
         Path(args.json).write_text(json.dumps(figures, indent=2), encoding="utf-8")
         print(f"figures written to {args.json}")
-    return 1 if any("error" in m.result for m in measurements) else 0
+    failed = any("error" in result for r in rounds for result in r.results.values())
+    return 1 if failed or any("error" in m.result for m in measurements) else 0
 
 
 if __name__ == "__main__":

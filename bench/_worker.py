@@ -233,14 +233,17 @@ MEASUREMENTS = {"inference": inference, "training": training, "pipeline": pipeli
 
 
 def main(argv=None) -> int:
+    from bench import side_by_side_workers
+
+    kinds = {**MEASUREMENTS, **side_by_side_workers.MEASUREMENTS}
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 2 or argv[0] not in MEASUREMENTS:
-        print(f"usage: python -m bench._worker {{{','.join(MEASUREMENTS)}}} JSON", file=sys.stderr)
+    if len(argv) != 2 or argv[0] not in kinds:
+        print(f"usage: python -m bench._worker {{{','.join(kinds)}}} JSON", file=sys.stderr)
         return 2
     from moss_tf.errors import MossError
 
     try:
-        result = MEASUREMENTS[argv[0]](**json.loads(argv[1]))
+        result = kinds[argv[0]](**json.loads(argv[1]))
     except MossError as err:  # a config or data problem: one sentence, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 1
