@@ -32,8 +32,10 @@ __all__ = [
     "ConfigError",
     "ExperimentConfig",
     "ModelConfig",
+    "OverrideError",
     "SemiConfig",
     "TrainConfig",
+    "blame",
     "config_from_dict",
     "load_config",
     "parse_override",
@@ -121,6 +123,20 @@ class TrainConfig(Section):
     devices: list[str] = field(default_factory=list)
     mixed_precision: bool = False
     jit_compile: bool = False
+    # Stability (issue 10). The encoder's feature scale is invisible to the
+    # loss (batch norm and cosine scores see only directions) yet feeds the
+    # decoder through the memory; under Adam it runs away and the network
+    # collapses. A hinge on each encoder stage's per-image RMS, zero while the
+    # RMS stays under the limit, holds it. feature_scale_weight: 0 is the
+    # authors' recipe (plain Adam on L1).
+    feature_scale_limit: float = 10.0
+    feature_scale_weight: float = 1.0
+    clip_grad_norm: float | None = None
+    # Stop a run whose loss jumps or whose scales explode without NaN
+    # (moss_tf.divergence.DivergenceGuard); 0 turns a check off.
+    divergence_loss_factor: float = 3.0
+    divergence_patience: int = 20
+    divergence_scale_limit: float = 1e6
 
     def validate(self, where: str) -> None:
         for key in ("steps", "batch_size", "log_every", "validate_every", "checkpoint_every"):
@@ -133,6 +149,16 @@ class TrainConfig(Section):
             f"must be a multiple of 8 and >= 8, got {self.crop_size}",
         )
         _check(self.learning_rate > 0, where, "learning_rate", "must be > 0")
+        _check(self.feature_scale_limit > 0, where, "feature_scale_limit", "must be > 0")
+        for key in ("feature_scale_weight", "divergence_loss_factor", "divergence_scale_limit"):
+            _check(getattr(self, key) >= 0, where, key, "must be >= 0")
+        _check(self.divergence_patience >= 1, where, "divergence_patience", "must be >= 1")
+        _check(
+            self.clip_grad_norm is None or self.clip_grad_norm > 0,
+            where,
+            "clip_grad_norm",
+            "must be > 0 or null",
+        )
 
 
 @dataclass
@@ -276,36 +302,99 @@ def _merge(base: dict, update: dict) -> dict:
     return out
 
 
+class OverrideError(ConfigError):
+    """A ``--set KEY=VALUE`` override is wrong; the message starts with ``--set KEY``."""
+
+
+def _split_override(text: str) -> tuple[str, Any]:
+    """``"train.steps=100"`` -> ``("train.steps", 100)``; the value is parsed as YAML."""
+    if "=" not in text:
+        raise OverrideError(f"--set {text!r}: expected KEY=VALUE, e.g. train.steps=100")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise OverrideError(f"--set {text!r}: bad key {key!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise OverrideError(f"--set {text!r}: value is not valid YAML ({err})") from None
+    return key, value
+
+
 def parse_override(text: str) -> dict[str, Any]:
     """Turn ``"train.steps=100"`` into ``{"train": {"steps": 100}}``.
 
     The value is parsed as YAML (``1e-4``, ``true``, ``[0.5, 1.1]``, ``null``).
     """
-    if "=" not in text:
-        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. train.steps=100")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"--set {text!r}: bad key {key!r}")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"--set {text!r}: value is not valid YAML ({err})") from None
-    nested: dict[str, Any] = {}
-    cursor = nested
-    parts = key.split(".")
-    for part in parts[:-1]:
-        cursor = cursor.setdefault(part, {})
-    cursor[parts[-1]] = value
-    return nested
+    return _nest(*_split_override(text))
+
+
+def _nest(key: str, value: Any) -> dict[str, Any]:
+    """``("train.steps", 100)`` -> ``{"train": {"steps": 100}}``."""
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return value
+
+
+def _check_override_key(text: str, key: str) -> None:
+    """Raise OverrideError, naming ``--set KEY``, when ``key`` is no config key."""
+    section: Any = ExperimentConfig
+    prefix = ""
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(section):
+            raise OverrideError(f"--set {text}: {prefix} is a value, not a section")
+        known = {f.name for f in dataclasses.fields(section) if f.init}
+        if part not in known:
+            where = f" of {prefix}" if prefix else ""
+            raise OverrideError(
+                f"--set {text}: unknown key {key}; known keys{where}: {', '.join(sorted(known))}"
+            )
+        section = typing.get_type_hints(section)[part]
+        prefix = f"{prefix}.{part}" if prefix else part
+
+
+def _key_at_fault(message: str) -> str:
+    """The dotted key a ConfigError message starts with (``train.steps: ...``)."""
+    if message.startswith("unknown key "):
+        return message[len("unknown key ") :].split(";")[0].split(" ")[0]
+    return message.split(": ", 1)[0]
+
+
+def blame(err: ConfigError, overrides: list[str] | tuple, path: str | Path | None = None):
+    """``err`` attributed to where its key was set: an ``--set`` override or the file.
+
+    Returns:
+        An :class:`OverrideError` starting ``--set KEY=VALUE:`` when the key
+        ``err`` names was set by one of ``overrides`` (the last one wins),
+        else ``err`` with ``path`` (if given) in front.
+    """
+    message = str(err)
+    if isinstance(err, OverrideError):
+        return err
+    key = _key_at_fault(message)
+    for text in reversed(overrides):
+        set_key = text.split("=", 1)[0].strip()
+        if key == set_key or key.startswith((f"{set_key}.", f"{set_key}[")):
+            detail = message[len(key) + 2 :] if message.startswith(f"{key}: ") else message
+            return OverrideError(f"--set {text.strip()}: {detail}")
+    return ConfigError(f"{path}: {message}") if path is not None else err
 
 
 def config_from_dict(values: dict[str, Any], overrides: list[str] | tuple = ()) -> ExperimentConfig:
-    """Build and validate an :class:`ExperimentConfig` from a plain mapping."""
+    """Build and validate an :class:`ExperimentConfig` from a plain mapping.
+
+    ``overrides`` are ``KEY=VALUE`` texts applied in order; an error about a
+    key one of them set is an :class:`OverrideError` naming ``--set KEY``.
+    """
     for text in overrides:
-        values = _merge(values, parse_override(text))
-    cfg = _build(ExperimentConfig, values, "")
-    cfg.validate()
+        key, value = _split_override(text)
+        _check_override_key(text.strip(), key)
+        values = _merge(values, _nest(key, value))
+    try:
+        cfg = _build(ExperimentConfig, values, "")
+        cfg.validate()
+    except ConfigError as err:
+        raise blame(err, overrides) from None
     return cfg
 
 
@@ -344,14 +433,15 @@ def load_config(path: str | Path, overrides: list[str] | tuple = ()) -> Experime
     to it); its own keys override the base's, section by section.
 
     Raises:
-        ConfigError: naming ``path`` and the key at fault.
+        ConfigError: naming ``path`` and the key at fault, or (as an
+            :class:`OverrideError`) ``--set KEY=VALUE`` when an override set it.
     """
     path = Path(path)
     values = _read_yaml(path)
     try:
         return config_from_dict(values, overrides)
     except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise blame(err, overrides, path) from None
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:

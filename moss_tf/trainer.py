@@ -20,7 +20,7 @@ import keras
 import tensorflow as tf
 
 from moss_tf.config import SemiConfig
-from moss_tf.losses import l1_loss, total_variation
+from moss_tf.losses import feature_scale_penalty, l1_loss, total_variation
 from moss_tf.model import MOSSNet
 
 STAGES = ("pretrain", "semi")
@@ -45,6 +45,11 @@ class MOSSTrainer(keras.Model):
         target: the EMA target network (xi) for ``semi``; it must have the
             online network's architecture. Build it with :meth:`copy_target`.
         seed: seed of the mixture randomness (rain shuffle, densities).
+        feature_scale_limit: RMS above which an encoder stage's features are
+            pulled back (:func:`~moss_tf.losses.feature_scale_penalty`).
+        feature_scale_weight: weight of that penalty in the total loss; 0 is
+            the authors' recipe. It is zero while every scale is under the
+            limit, so it only acts where the released recipe diverges.
 
     Example:
         >>> trainer = MOSSTrainer(net, "pretrain")
@@ -59,6 +64,8 @@ class MOSSTrainer(keras.Model):
         semi: SemiConfig | None = None,
         target: MOSSNet | None = None,
         seed: int | None = None,
+        feature_scale_limit: float = 10.0,
+        feature_scale_weight: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -73,12 +80,12 @@ class MOSSTrainer(keras.Model):
         if target is not None:
             target.trainable = False
         self.mixture_seeds = keras.random.SeedGenerator(seed)
-        self.trackers = {
-            name: keras.metrics.Mean(name=name)
-            for name in (
-                ("loss", "l_su") if stage == "pretrain" else ("loss", "l_su", "l_un", "l_tv")
-            )
-        }
+        self.feature_scale_limit = feature_scale_limit
+        self.feature_scale_weight = feature_scale_weight
+        names = ["loss", "l_su"] if stage == "pretrain" else ["loss", "l_su", "l_un", "l_tv"]
+        if feature_scale_weight:
+            names.append("l_scale")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in [*names, "grad_norm"]}
 
     @staticmethod
     def copy_target(online: MOSSNet) -> MOSSNet:
@@ -130,35 +137,48 @@ class MOSSTrainer(keras.Model):
         """The loss terms of the current stage; ``total`` is what is optimised."""
         if self.stage == "pretrain":
             rainy, clean = data
-            predicted = self.online(rainy, training=training)
+            predicted, features = self.online.call_with_features(rainy, training=training)
             l_su = l1_loss(predicted, clean)
-            return {"loss": l_su, "l_su": l_su}, {
-                "rainy": rainy,
-                "output": predicted,
-                "clean": clean,
-            }
+            losses = self._with_scale_penalty({"loss": l_su, "l_su": l_su}, features)
+            return losses, {"rainy": rainy, "output": predicted, "clean": clean}
 
         (rainy, clean), unlabeled = data
         semi = self.semi
-        predicted = self.online(rainy, training=training)
+        predicted, features = self.online.call_with_features(rainy, training=training)
         l_su = l1_loss(predicted, clean)
         images = {"rainy": rainy, "output": predicted, "clean": clean}
         if semi.self_training:
             pseudo = tf.stop_gradient(self.target(unlabeled, training=False))
             noisy, targets = self.noisy_mixtures(rainy, clean, predicted, unlabeled, pseudo)
-            restored = self.online(noisy, training=training)
+            restored, mixture_features = self.online.call_with_features(noisy, training=training)
+            features = features + mixture_features
             l_un = l1_loss(restored, targets)
             images.update(
                 unlabeled=unlabeled, pseudo_label=pseudo, mixture=noisy, mixture_output=restored
             )
         else:  # "w/o Self-Training": L_SU plus TV of the outputs on X_U
-            restored = self.online(unlabeled, training=training)
+            restored, unlabeled_features = self.online.call_with_features(
+                unlabeled, training=training
+            )
+            features = features + unlabeled_features
             l_un = tf.zeros_like(l_su)
         l_tv = total_variation(restored)
         total = (
             semi.supervised_weight * l_su + semi.unsupervised_weight * l_un + semi.tv_weight * l_tv
         )
-        return {"loss": total, "l_su": l_su, "l_un": l_un, "l_tv": l_tv}, images
+        losses = {"loss": total, "l_su": l_su, "l_un": l_un, "l_tv": l_tv}
+        return self._with_scale_penalty(losses, features), images
+
+    def _with_scale_penalty(self, losses, features):
+        """Adds ``feature_scale_weight * L_scale`` to ``losses["loss"]`` (issue 10)."""
+        if not self.feature_scale_weight:
+            return losses
+        l_scale = feature_scale_penalty(features, self.feature_scale_limit)
+        return {
+            **losses,
+            "loss": losses["loss"] + self.feature_scale_weight * l_scale,
+            "l_scale": l_scale,
+        }
 
     # ------------------------------------------------------------------ steps
 
@@ -173,7 +193,9 @@ class MOSSTrainer(keras.Model):
         self.optimizer.apply(gradients, online_weights)
         if self.stage == "semi":
             self.update_target()
-        return self._track(losses)
+        # This replica's share of the global gradient (scaled by 1/replicas).
+        grad_norm = tf.linalg.global_norm(gradients) * _num_replicas()
+        return self._track({**losses, "grad_norm": grad_norm})
 
     def test_step(self, data):
         rainy, clean = data

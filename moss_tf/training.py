@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from moss_tf import checkpoints as ckpt
 from moss_tf.config import ExperimentConfig, save_config
+from moss_tf.divergence import DivergenceGuard, scale_signals
 from moss_tf.errors import MossError
 from moss_tf.evaluation import evaluate
 from moss_tf.inference import Derainer
@@ -106,8 +107,17 @@ def build_trainer(cfg: ExperimentConfig, stage: str, init_weights: Path | None =
                 "was it trained with another model configuration?"
             ) from None
     target = MOSSTrainer.copy_target(online) if stage == "semi" else None
-    trainer = MOSSTrainer(online, stage, cfg.semi, target, seed=cfg.train.seed)
-    optimizer = keras.optimizers.Adam(cfg.train.learning_rate)
+    train = cfg.train
+    trainer = MOSSTrainer(
+        online,
+        stage,
+        cfg.semi,
+        target,
+        seed=train.seed,
+        feature_scale_limit=train.feature_scale_limit,
+        feature_scale_weight=train.feature_scale_weight,
+    )
+    optimizer = keras.optimizers.Adam(train.learning_rate, global_clipnorm=train.clip_grad_norm)
     if cfg.train.mixed_precision:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     trainer.compile(optimizer=optimizer)
@@ -296,10 +306,19 @@ def _run_stage(cfg, stage, run_dir, resume, init, strategy, verbose) -> dict:
 
     step = 0
     best_psnr = -np.inf
+    guard = DivergenceGuard(
+        loss_factor=cfg.train.divergence_loss_factor,
+        patience=cfg.train.divergence_patience,
+        scale_limit=cfg.train.divergence_scale_limit,
+    )
     if resume:
         restored = ckpt.restore_state(restore_from, variables)
         step = restored["step"]
         best_psnr = restored.get("best_psnr", -np.inf)
+        guard.restore(restored.get("divergence_guard"))
+        # The optimizer's state holds its learning rate; a resumed run uses the
+        # configured one (e.g. lowered after a divergence), not the saved one.
+        trainer.optimizer.learning_rate.assign(cfg.train.learning_rate)
         say(f"resuming {stage} from {restore_from} at step {step}")
     save_config(cfg, paths.folder / ckpt.CONFIG_FILE)
     if chief:
@@ -329,7 +348,17 @@ def _run_stage(cfg, stage, run_dir, resume, init, strategy, verbose) -> dict:
     history = []
 
     def save_last():
-        ckpt.save_state(paths.last, variables, step, {**meta, "best_psnr": best_psnr})
+        state = {**meta, "best_psnr": best_psnr, "divergence_guard": guard.state()}
+        ckpt.save_state(paths.last, variables, step, state)
+
+    def stop_diverged(reason):
+        kept = ckpt.describe(paths.last) if paths.last.is_file() else "none"
+        best = ckpt.describe(paths.best) if paths.best.is_file() else "none"
+        raise TrainingError(
+            f"{stage}: training diverged at step {step}: {reason}; stopped. "
+            f"Last checkpoint kept: {kept}; best validated checkpoint: {best}. "
+            "Try a lower train.learning_rate (or keep train.feature_scale_weight > 0)."
+        )
 
     def run_validation():
         nonlocal best_psnr
@@ -370,17 +399,26 @@ def _run_stage(cfg, stage, run_dir, resume, init, strategy, verbose) -> dict:
                     f"{stage}: the loss became {last_logs['loss']} at step {step}; stopped. "
                     f"Last good checkpoint kept: {kept}. Try a lower train.learning_rate."
                 )
+            reason = guard.check_loss(step, last_logs["loss"])
+            if reason:
+                stop_diverged(reason)
             progress.update(step, list(last_logs.items()))
             if step % cfg.train.log_every == 0 or step == total_steps:
                 now = time.perf_counter()
                 rate = window_steps / max(now - window_start, 1e-9)
                 window_start, window_steps = now, 0
+                scales = scale_signals(trainer.online)
                 with writer.as_default(step=step):
                     for key, value in last_logs.items():
                         tf.summary.scalar(f"loss/{key}", value)
+                    for key, value in scales.items():
+                        tf.summary.scalar(f"scale/{key}", value)
                     tf.summary.scalar("steps_per_second", rate)
+                reason = guard.check_scales(scales)
+                if reason:
+                    stop_diverged(reason)
                 if not sys.stdout.isatty():
-                    losses = " ".join(f"{k} {v:.4f}" for k, v in last_logs.items())
+                    losses = " ".join(f"{k} {v:.4g}" for k, v in {**last_logs, **scales}.items())
                     say(f"[{stage} step {step}/{total_steps}] {losses}  {rate:.2f} steps/s")
                 for tracker in trainer.metrics:
                     tracker.reset_state()
@@ -400,7 +438,11 @@ def _run_stage(cfg, stage, run_dir, resume, init, strategy, verbose) -> dict:
                         )
             if step % cfg.train.validate_every == 0 or step == total_steps:
                 run_validation()
-            if step % cfg.train.checkpoint_every == 0 or step == total_steps:
+            # A checkpoint is not written in the middle of a loss jump, so the
+            # last one kept is from before a divergence the guard then stops.
+            if (step % cfg.train.checkpoint_every == 0 or step == total_steps) and not (
+                guard.suspicious
+            ):
                 save_last()
             if stopper.requested:
                 save_last()

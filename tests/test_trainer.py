@@ -57,7 +57,7 @@ def test_pretrain_steps_update_weights_memory_and_statistics(rng):
     rainy, clean, _ = batch(rng)
     before = snapshot(trainer.online)
     logs = trainer.train_step((tf.constant(rainy), tf.constant(clean)))
-    assert set(logs) == {"loss", "l_su"}
+    assert set(logs) == {"loss", "l_su", "l_scale", "grad_norm"}
     after = snapshot(trainer.online)
     assert not np.array_equal(before["memory"], after["memory"])
     assert all(changed(before["bn"], after["bn"]))
@@ -85,7 +85,7 @@ def test_semi_step_moves_the_target_by_eq7_and_keeps_its_statistics(rng):
     rainy, clean, unlabeled = batch(rng)
     target_before = snapshot(trainer.target)
     logs = trainer.train_step(((rainy, clean), unlabeled))
-    assert set(logs) == {"loss", "l_su", "l_un", "l_tv"}
+    assert set(logs) == {"loss", "l_su", "l_un", "l_tv", "l_scale", "grad_norm"}
     online, target = snapshot(trainer.online), snapshot(trainer.target)
     for t0, o, t in zip(
         target_before["trainable"], online["trainable"], target["trainable"], strict=True
@@ -114,7 +114,7 @@ def test_semi_loss_combines_the_terms_with_their_weights(rng):
     trainer = make_trainer("semi", semi)
     rainy, clean, unlabeled = batch(rng)
     losses, images = trainer.compute_losses(((rainy, clean), unlabeled), training=False)
-    total = 2.0 * losses["l_su"] + 3.0 * losses["l_un"] + 5.0 * losses["l_tv"]
+    total = 2.0 * losses["l_su"] + 3.0 * losses["l_un"] + 5.0 * losses["l_tv"] + losses["l_scale"]
     np.testing.assert_allclose(float(losses["loss"]), float(total), rtol=1e-6)
     np.testing.assert_allclose(
         float(losses["l_un"]),
@@ -230,7 +230,7 @@ def test_the_trainer_also_trains_with_keras_fit(rng, stage):
     before = trainer.online.get_weights()
     history = trainer.fit(tf.data.Dataset.from_tensors(element).repeat(2), verbose=0)
     expected = {"loss", "l_su"} if stage == "pretrain" else {"loss", "l_su", "l_un", "l_tv"}
-    assert set(history.history) == expected
+    assert set(history.history) == {*expected, "l_scale", "grad_norm"}
     assert int(trainer.optimizer.iterations.numpy()) == 2
     after = trainer.online.get_weights()
     assert any(not np.array_equal(a, b) for a, b in zip(before, after, strict=True))

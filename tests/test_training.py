@@ -37,7 +37,7 @@ def test_pretrain_then_semi_leave_checkpoints_logs_and_config(tmp_path):
     summary = run_stage(config("train.steps=2"), "pretrain", run, verbose=False)
     assert summary["steps"] == 2
     semi = run_stage(config("train.steps=2"), "semi", run, verbose=False)
-    assert set(semi["last_losses"]) == {"loss", "l_su", "l_un", "l_tv"}
+    assert set(semi["last_losses"]) == {"loss", "l_su", "l_un", "l_tv", "l_scale", "grad_norm"}
     for stage in ("pretrain", "semi"):
         folder = run / stage
         for name in (
