@@ -196,7 +196,7 @@ def _bar_slots(data: dict) -> tuple[list[str], list[str]]:
 
 def plot_table(data: dict) -> Figure:
     """Bars of our PSNR and SSIM (paper convention) per row and test split, the paper's
-    values marked as black bars-ends (on our bar when the split has the same name).
+    values marked as dark horizontal ticks (on our bar when the split has the same name).
 
     Args:
         data: :func:`moss_tf.table_report.table_data`'s mapping.
@@ -206,12 +206,13 @@ def plot_table(data: dict) -> Figure:
     width = 0.8 / len(slots)
     x = np.arange(len(rows))
     colors = colormaps["tab10"].colors
+    paper_colors = ("black", "dimgray", "saddlebrown")
     figure = Figure(figsize=(max(6.0, 1.3 * len(rows)), 6.5), layout="constrained")
     axes_pair = figure.subplots(2, 1, sharex=True)
     for index, (axes, key, title) in enumerate(
         zip(axes_pair, ("psnr_rgb", "ssim_rgb"), ("PSNR (dB)", "SSIM"), strict=True)
     ):
-        shown = []
+        shown, paper_seen = [], set()
         for slot, split in enumerate(slots):
             at = x + (slot - (len(slots) - 1) / 2) * width
             if split in ours:
@@ -220,16 +221,19 @@ def plot_table(data: dict) -> Figure:
                 shown += values
             paper = [row["paper"].get(split, [np.nan, np.nan])[index] for row in rows]
             if np.isfinite(paper).any():
-                axes.scatter(at, paper, marker="_", s=900 * width, linewidths=3, color="black")
-                axes.scatter([], [], marker="_", color="black", label=f"paper: {split}")
+                color = paper_colors[len(paper_seen) % len(paper_colors)]
+                paper_seen.add(split)
+                axes.scatter(at, paper, marker="_", s=900 * width, linewidths=3, color=color)
+                axes.scatter([], [], marker="_", color=color, label=f"paper: {split}")
                 shown += paper
         finite = np.asarray(shown, dtype=float)
         finite = finite[np.isfinite(finite)]
         if finite.size:
             spread = max(finite.max() - finite.min(), 0.05 * finite.max())
-            axes.set_ylim(finite.min() - 0.3 * spread, finite.max() + 0.3 * spread)
+            low = finite.min() - 0.3 * spread
+            axes.set_ylim(max(low, 0.0) if finite.min() >= 0 else low, finite.max() + 0.3 * spread)
         axes.set_ylabel(title)
-        axes.legend(fontsize=7, ncols=2)
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes_pair[1].set_xticks(x, [row["label"] for row in rows], rotation=25, ha="right")
     title = f"{data['source']}: {data['title']}\n{data['budget_line']}"
     figure.suptitle(textwrap.fill(title, 110, replace_whitespace=False), fontsize=9)

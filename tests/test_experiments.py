@@ -1,0 +1,102 @@
+"""Reproducing a paper table with one command (python -m moss_tf.experiments)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from conftest import REPO, TINY_MODEL
+
+from moss_tf import experiments
+from moss_tf.config import ConfigError
+from moss_tf.paper_tables import TABLES
+
+TINY = [
+    *(f"model.{key}={value}" for key, value in TINY_MODEL.items()),
+    "train.batch_size=2",
+    "train.crop_size=16",
+    # Scaled by the budget below to a validation at the end of each stage only.
+    "train.validate_every=100000",
+    "train.image_every=0",
+]
+BUDGET = "0.01"  # configs/demo.yaml: pretrain 400 -> 4 steps, semi 300 -> 3 steps
+
+
+def _table3_args(runs_root):
+    args = ["table3", "--config", str(REPO / "configs" / "demo.yaml"), "--budget", BUDGET]
+    args += ["--runs-root", str(runs_root)]
+    for override in TINY:
+        args += ["--set", override]
+    return args
+
+
+def test_plan_shares_one_pretrain_between_rows_that_differ_only_in_stage_semi():
+    plan = experiments.plan_table(
+        TABLES["table3"], REPO / "configs" / "demo.yaml", budget=0.5, runs_root="r"
+    )
+    groups = {tuple(p.row.key for p in rows) for rows in plan.pretrain_groups().values()}
+    # Memory and skip change the network, so their ablations pretrain on their own.
+    assert groups == {
+        ("basic",),
+        ("wo_memory",),
+        ("wo_self_training", "wo_tv", "ours"),
+        ("wo_skip",),
+    }
+    assert plan.stage_steps() == {"pretrain": 200, "semi": 150}
+    assert plan.config_steps == {"pretrain": 400, "semi": 300}
+
+
+def test_every_sweep_value_reaches_its_row_config():
+    plan = experiments.plan_table(TABLES["table4"], REPO / "configs" / "demo.yaml", runs_root="r")
+    decays = {p.row.key: p.cfg.model.memory_decay for p in plan.rows}
+    assert decays["tau_0"] == 0.0 and decays["tau_0.9999"] == 0.9999 and decays["tau_1"] == 1.0
+    assert len(plan.pretrain_groups()) == len(plan.rows)  # tau acts in pretrain too
+    plan = experiments.plan_table(TABLES["table5"], REPO / "configs" / "demo.yaml", runs_root="r")
+    assert [p.cfg.semi.target_decay for p in plan.rows][:6] == [0, 0.9, 0.99, 0.999, 0.9999, 1]
+    assert len(plan.pretrain_groups()) == 1
+
+
+def test_bad_budget_and_bad_override_are_named():
+    with pytest.raises(ConfigError, match="--budget"):
+        experiments.plan_table(TABLES["table3"], REPO / "configs" / "demo.yaml", budget=0)
+    with pytest.raises(ConfigError, match=r"train\.stepz"):
+        experiments.plan_table(
+            TABLES["table3"], REPO / "configs" / "demo.yaml", overrides=["train.stepz=3"]
+        )
+
+
+@pytest.mark.slow
+def test_table3_end_to_end_then_a_second_run_skips_finished_rows_and_resumes(tmp_path, capsys):
+    assert experiments.main(_table3_args(tmp_path)) == 0
+    first = capsys.readouterr().out
+
+    table = json.loads((tmp_path / "table3" / "table3.json").read_text())
+    labels = [row["label"] for row in table["rows"]]
+    assert labels == [row.label for row in TABLES["table3"].rows]
+    assert table["budget"] == 0.01 and "budget 0.01" in table["budget_line"]
+    ours = next(row for row in table["rows"] if row["key"] == "ours")
+    assert ours["paper"]["dense"] == [22.91, 0.883]
+    assert set(ours["ours"]) == {"labeled_style", "target_style", "overall"}
+    # One shared pretrain trained once: four pretrain folders for six rows.
+    assert sorted(len(g["rows"]) for g in table["pretrains"].values()) == [1, 1, 1, 3]
+    assert len(list(tmp_path.glob("pretrain-*/pretrain/done.json"))) == 4
+    assert first.count("stage pretrain:") == 4 and first.count("stage semi:") == 6
+
+    markdown = (tmp_path / "table3" / "table3.md").read_text()
+    assert all(f"| {label} |" in markdown for label in labels)
+    assert "budget 0.01" in markdown and "22.91 / 0.883" in markdown
+    with (tmp_path / "table3" / "table3.csv").open() as handle:
+        lines = list(csv.DictReader(handle))
+    assert {line["row"] for line in lines} == {row.key for row in TABLES["table3"].rows}
+    assert (tmp_path / "table3" / "table3.png").stat().st_size > 10_000
+
+    # Run again as after an interruption during the last row's stage semi.
+    (tmp_path / "table3" / "ours" / "result.json").unlink()
+    (tmp_path / "table3" / "ours" / "semi" / "done.json").unlink()
+    assert experiments.main([*_table3_args(tmp_path), "--resume"]) == 0
+    second = capsys.readouterr().out
+    assert second.count("finished earlier: skipped") == 5
+    assert "stage pretrain:" not in second
+    assert second.count("stage semi:") == 1 and "[table3 row 6/6 ours] stage semi" in second
+    assert (tmp_path / "table3" / "ours" / "result.json").is_file()
