@@ -107,3 +107,17 @@ def test_saved_config_loads_back_equal(tmp_path):
     cfg = load_config(REPO / "configs" / "demo.yaml", ["train.steps=11"])
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg
+
+
+def test_holdout_rain_splits_are_rain_mappings_or_null():
+    def data(holdout_rain):
+        values = {"data": {"labeled": {"clean": "x", "holdout": 2}, "holdout_rain": holdout_rain}}
+        return config_from_dict(values).data
+
+    splits = data({"none": None, "dense": {"preset": "heavy"}}).holdout_rain
+    assert splits["none"] is None
+    assert splits["dense"].density == 0.02  # the preset's value, resolved
+    with pytest.raises(ConfigError, match=r"data\.holdout_rain\.dense\.density: must be in"):
+        data({"dense": {"density": 2}})
+    with pytest.raises(ConfigError, match=r"data\.holdout_rain\.dense\.densty"):
+        data({"dense": {"densty": 0.01}})

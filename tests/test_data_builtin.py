@@ -125,3 +125,19 @@ def test_ddn_sirr_config_on_the_development_data(shared_dir):
     items = list(tests["labeled_style"].as_numpy_iterator())
     assert len(items) == cfg.labeled.holdout
     assert sorted(items[0]["rainy"].shape) == [3, 321, 481]  # BSDS300, full size
+
+
+def test_release_config_scores_the_holdout_per_rain_density(shared_dir):
+    data_dir = shared_dir / "data"
+    if not (data_dir / "bsd300_clean").is_dir():
+        pytest.skip(f"{data_dir} has no bsd300_clean")
+    cfg = load_config(CONFIGS / "release.yaml", ["data.labeled.holdout=2"]).data
+    tests = {name: list(split.as_numpy_iterator()) for name, split in build_test_sets(cfg).items()}
+    assert list(tests) == ["labeled_style", "none", "light", "medium", "heavy"]
+    assert all(len(items) == 2 for items in tests.values())
+    assert all(np.array_equal(i["rainy"], i["clean"]) for i in tests["none"])
+
+    def error(split):
+        return np.mean([np.mean(np.abs(i["rainy"] - i["clean"])) for i in tests[split]])
+
+    assert 0.0 < error("light") < error("medium") < error("heavy")

@@ -387,6 +387,11 @@ class DataConfig:
             ``memory_limit_mb`` is an error); ``stream`` always reads and
             decodes files per crop inside the tf.data graph (memory does not
             grow with the dataset).
+        holdout_rain: extra test splits on the held-out images
+            (``labeled.holdout``), one per name, each with its own rain
+            (a rain mapping as ``labeled.rain``, or ``null`` for no rain: the
+            network should leave those images alone). E.g. ``none``,
+            ``light`` and ``heavy`` splits to score a model per density.
     """
 
     labeled: LabeledConfig = field(default_factory=LabeledConfig)
@@ -397,6 +402,7 @@ class DataConfig:
     max_side: int | None = 1024
     memory_limit_mb: int = 8192
     load: str = "auto"
+    holdout_rain: dict[str, RainConfig | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -405,6 +411,11 @@ class DataConfig:
         """Raise ConfigError, naming ``where.key``, for impossible values."""
         self.labeled.validate(f"{where}.labeled")
         self.unlabeled.validate(f"{where}.unlabeled")
+        for name, rain in self.holdout_rain.items():
+            if rain is not None:
+                rain.validate(f"{where}.holdout_rain.{name}")
+        if self.holdout_rain and not self.labeled.holdout:
+            _fail(where, "holdout_rain", "needs data.labeled.holdout images to rain on")
         if self.labeled.fraction < 1.0 and self.unlabeled.clean is not None:
             _fail(
                 where,

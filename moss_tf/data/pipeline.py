@@ -52,6 +52,7 @@ ImageSource = ImagePool | FileImages
 
 # Stream ids keep the random numbers of the streams (and test styles) apart.
 _LABELED, _UNLABELED, _TEST_LABELED_STYLE, _TEST_TARGET_STYLE = 1, 2, 3, 4
+_TEST_HOLDOUT_RAIN = 100  # seed style of the first data.holdout_rain split (then 101, ...)
 
 
 @dataclass
@@ -534,4 +535,15 @@ def build_test_sets(data_cfg: DataConfig) -> dict[str, tf.data.Dataset]:
             cfg.split_seed,
             _TEST_TARGET_STYLE,
         )
+    for index, (split, rain) in enumerate(cfg.holdout_rain.items()):
+        synthesizer = (
+            _no_rain if rain is None else loader.synthesizer(rain, f"data.holdout_rain.{split}")
+        )
+        seed_style = _TEST_HOLDOUT_RAIN + index
+        sets[split] = _synthetic_split(clean, names, synthesizer, cfg.split_seed, seed_style)
     return sets
+
+
+def _no_rain(clean, seed):
+    """The rain of a ``null`` ``data.holdout_rain`` split: none."""
+    return clean
