@@ -1,0 +1,106 @@
+"""Training curves of one or more runs from their TensorBoard logs, as a PNG.
+
+``python -m moss_tf.curves RUN_DIR[=LABEL] ... --output curves.png`` plots, for
+each run, the holdout PSNR (mean over validation splits, RGB) and the memory
+scales (mean memory-item norm, largest batch-norm moving variance) against the
+step, with stage ``semi`` continuing where ``pretrain`` ended. It reads only
+the run directories' ``<stage>/logs`` (TensorFlow is not needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ("pretrain", "semi")
+SCALES = ("scale/memory_item_norm", "scale/bn_moving_variance_max")
+
+
+def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """``{tag: [(step, value), ...]}`` of every scalar written under ``log_dir``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.util.tensor_util import make_ndarray
+
+    series = defaultdict(dict)
+    for events in sorted(log_dir.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events), size_guidance={"tensors": 0})
+        accumulator.Reload()
+        for tag in accumulator.Tags()["tensors"]:
+            for event in accumulator.Tensors(tag):
+                series[tag][event.step] = float(make_ndarray(event.tensor_proto))
+    return {tag: sorted(values.items()) for tag, values in series.items()}
+
+
+def run_curves(run_dir: Path) -> dict[str, np.ndarray]:
+    """Holdout PSNR and scales of a run, steps counted across both stages."""
+    curves = defaultdict(list)
+    offset = 0
+    for stage in STAGES:
+        logs = run_dir / stage / "logs"
+        if not logs.is_dir():
+            continue
+        scalars = read_scalars(logs)
+        psnr = defaultdict(list)
+        for tag, points in scalars.items():
+            if tag.endswith("/psnr_rgb"):
+                for step, value in points:
+                    psnr[step].append(value)
+        curves["psnr"] += [(offset + s, float(np.mean(v))) for s, v in sorted(psnr.items())]
+        for tag in SCALES:
+            curves[tag] += [(offset + s, v) for s, v in scalars.get(tag, [])]
+        steps = [s for points in scalars.values() for s, _ in points]
+        offset += max(steps, default=0)
+        curves["stage_ends"].append((offset, 0.0))
+    return {key: np.array(points) for key, points in curves.items()}
+
+
+def plot(runs: list[tuple[str, Path]], output: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    titles = ("holdout PSNR (dB, RGB)", "mean memory-item norm", "largest BN moving variance")
+    for label, run_dir in runs:
+        curves = run_curves(run_dir)
+        for ax, key in zip(axes, ("psnr", *SCALES), strict=True):
+            if len(curves.get(key, [])):
+                ax.plot(curves[key][:, 0], curves[key][:, 1], label=label)
+        for end, _ in curves.get("stage_ends", [])[:-1]:
+            for ax in axes:
+                ax.axvline(end, color="grey", linestyle=":", linewidth=1)
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title)
+        ax.set_xlabel("step (pretrain, then semi after the dotted line)")
+        ax.grid(alpha=0.3)
+    for ax in axes[1:]:
+        ax.set_yscale("log")
+    axes[0].legend()
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+    return output
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m moss_tf.curves", description=__doc__)
+    parser.add_argument("runs", nargs="+", help="run directories, each optionally =LABEL")
+    parser.add_argument("--output", required=True, help="PNG to write")
+    args = parser.parse_args(argv)
+    runs = []
+    for spec in args.runs:
+        path, _, label = spec.partition("=")
+        if not Path(path).is_dir():
+            parser.error(f"{path}: not a run directory")
+        runs.append((label or Path(path).name, Path(path)))
+    print(plot(runs, Path(args.output)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
