@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 from pathlib import Path
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from moss_tf.cli import (
     add_config_arguments,
     add_model_source_arguments,
+    add_verbose_argument,
+    check_model_source,
     load_experiment,
     load_trained_network,
+    start_tensorflow,
 )
+from moss_tf.errors import ConfigError, MossError
 
 
 def parse_args(argv=None):
@@ -65,6 +66,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (64)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_verbose_argument(parser)
     args = parser.parse_args(argv)
     if args.input and not args.output:
         parser.error("--input needs --output DIR (where the derained photos are written)")
@@ -89,12 +91,22 @@ def _test_sets(cfg, paths):
     return sets
 
 
+def check_before_starting(args):
+    """The config, the trained network and the input paths, checked before TensorFlow starts."""
+    cfg = load_experiment(args, check_paths=not (args.input or args.test))
+    check_model_source(args, cfg)
+    named = [("--input", args.input)] if args.input else [("--test", p) for p in args.test or []]
+    for option, path in named:
+        if not Path(path).exists():
+            raise ConfigError(f"{option} {path}: not found")
+    return cfg
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from moss_tf.errors import MossError
-
     try:
-        cfg = load_experiment(args)
+        cfg = check_before_starting(args)
+        start_tensorflow(args.verbose)
         from moss_tf.inference import Derainer
 
         net, source = load_trained_network(args, cfg)

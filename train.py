@@ -16,13 +16,17 @@ Examples::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from moss_tf.cli import add_config_arguments, default_run_dir, load_experiment
+from moss_tf.cli import (
+    add_config_arguments,
+    add_verbose_argument,
+    default_run_dir,
+    load_experiment,
+    start_tensorflow,
+)
+from moss_tf.errors import MossError
 
 
 def parse_args(argv=None):
@@ -39,20 +43,29 @@ def parse_args(argv=None):
     parser.add_argument(
         "--init", help="network weights to start from (semi: default <run-dir>/pretrain/final)"
     )
+    add_verbose_argument(parser)
     return parser.parse_args(argv)
+
+
+def check_before_starting(args):
+    """The config, run directory and starting weights, checked before TensorFlow starts."""
+    from moss_tf.run_files import check_can_create, initial_weights
+
+    cfg = load_experiment(args, check_paths=True)
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
+    initial_weights(args.stage, run_dir, args.resume, args.init)
+    check_can_create(run_dir)
+    return cfg, run_dir
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from moss_tf.errors import MossError
-
     try:
-        cfg = load_experiment(args)
+        cfg, run_dir = check_before_starting(args)
     except MossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
-
+    start_tensorflow(args.verbose)
     from moss_tf.training import run_stage
 
     try:

@@ -31,14 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from moss_tf.errors import MossError
+from moss_tf.errors import CheckpointError, MossError
+from moss_tf.run_files import MODEL_WEIGHTS, trained_network_file
 
-MODEL_WEIGHTS = "model.weights.h5"
 CONFIG_FILE = "config.yaml"
-
-
-class CheckpointError(MossError):
-    """A checkpoint is missing, damaged, or belongs to another configuration."""
 
 
 def atomic_write(path: str | Path, write) -> None:
@@ -174,19 +170,7 @@ def load_network(
     from moss_tf.config import load_config
     from moss_tf.model import MOSSNet
 
-    if (run_dir is None) == (checkpoint is None):
-        raise CheckpointError("give exactly one of a run directory or a checkpoint file")
-    if run_dir is not None:
-        run_dir = Path(run_dir)
-        checkpoint = run_dir / MODEL_WEIGHTS
-        if not checkpoint.is_file():
-            raise CheckpointError(
-                f"no trained model in {run_dir} ({MODEL_WEIGHTS} is missing): "
-                "run python train.py --stage pretrain first"
-            )
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise CheckpointError(f"{checkpoint}: checkpoint not found")
+    checkpoint = trained_network_file(run_dir, checkpoint)
     if config_path is None:
         candidates = [checkpoint.parent / CONFIG_FILE, checkpoint.parent.parent / CONFIG_FILE]
         if checkpoint.parent.name == "checkpoints":

@@ -123,6 +123,9 @@ class TrainConfig(Section):
     devices: list[str] = field(default_factory=list)
     mixed_precision: bool = False
     jit_compile: bool = False
+    # Recompute the residual stages' activations in the backward pass instead
+    # of storing them (MOSSNet.recompute): exact, less memory, more time.
+    recompute: bool = False
     # Stability (issue 10). The encoder's feature scale is invisible to the
     # loss (batch norm and cosine scores see only directions) yet feeds the
     # decoder through the memory; under Adam it runs away and the network

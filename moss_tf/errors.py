@@ -7,3 +7,11 @@ class MossError(Exception):
 
 class ConfigError(MossError, ValueError):
     """A configuration file, key or value is wrong."""
+
+
+class CheckpointError(MossError):
+    """A checkpoint is missing, damaged, or belongs to another configuration."""
+
+
+class TrainingError(MossError):
+    """Training cannot start or go on; the message says why and what was kept."""

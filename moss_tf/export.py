@@ -38,7 +38,6 @@ by default: on CPU it measured slower than the plain graph (see
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -46,15 +45,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+from moss_tf.export_command import main
+
+if __name__ == "__main__":
+    # The command line checks its arguments before TensorFlow (below) starts.
+    sys.exit(main())
+
 import numpy as np
 import tensorflow as tf
 
-from moss_tf.cli import (
-    add_config_arguments,
-    add_model_source_arguments,
-    load_experiment,
-    load_trained_network,
-)
 from moss_tf.data import from_model_range, to_model_range
 from moss_tf.errors import MossError
 
@@ -168,7 +167,7 @@ def export_saved_model(
     output: str | Path,
     jit_compile: bool = False,
     warmup: bool = True,
-    inference_memory: str = "per_image",
+    inference_memory: str | None = None,
 ) -> Path:
     """Export ``net`` as the next version under ``output``.
 
@@ -179,15 +178,18 @@ def export_saved_model(
         jit_compile: compile the network with XLA (see the module docstring).
             Default False.
         warmup: write ``assets.extra/tf_serving_warmup_requests``. Default True.
-        inference_memory: what the served network does with its memory,
-            whatever ``net``'s setting: ``"per_image"`` (default; each image's
-            own update) or ``"frozen"``. Both make an image's result
-            independent of the other images of its request or of a batch TF
-            Serving assembles; the per-batch update (``"batch"``) is refused.
+        inference_memory: what the served network does with its memory:
+            ``"per_image"`` (each image's own update) or ``"frozen"``. Both
+            make an image's result independent of the other images of its
+            request or of a batch TF Serving assembles; the per-batch update
+            (``"batch"``) is refused. Default None: ``"frozen"`` if ``net`` is
+            frozen, else ``"per_image"``.
 
     Returns:
         The version folder written, e.g. ``saved_models/moss/3``.
     """
+    if inference_memory is None:
+        inference_memory = "frozen" if net.inference_memory == "frozen" else "per_image"
     if inference_memory not in SERVING_MEMORY_MODES:
         raise MossError(
             f"inference_memory={inference_memory!r} cannot be served: one of "
@@ -217,37 +219,3 @@ def export_saved_model(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m moss_tf.export",
-        description="Export a trained network as the next TF Serving version folder.",
-    )
-    add_config_arguments(
-        parser,
-        "experiment YAML naming the run (default: configs/demo.yaml); with --checkpoint "
-        "also its model (default: the config.yaml beside the checkpoint)",
-    )
-    add_model_source_arguments(parser)
-    parser.add_argument(
-        "--output", default="saved_models/moss", help="model base folder (saved_models/moss)"
-    )
-    parser.add_argument(
-        "--jit-compile", action="store_true", help="compile with XLA (slower on CPU; see README)"
-    )
-    args = parser.parse_args(argv)
-
-    try:
-        net, _ = load_trained_network(args, None if args.checkpoint else load_experiment(args))
-        version = export_saved_model(net, args.output, jit_compile=args.jit_compile)
-    except MossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"exported {version}")
-    print(f"inspect: saved_model_cli show --dir {version} --all")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

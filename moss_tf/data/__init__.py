@@ -7,14 +7,34 @@ Public entry points (all images leave in the model range [-1, 1] unless said):
 * :func:`read_image`, :func:`list_images` - decoding files (uint8 [0, 255]);
 * :func:`to_model_range`, :func:`from_model_range` - the range conversions;
 * :class:`DataConfig` - the ``data:`` config section.
+
+The config classes and errors import at once; the rest is imported on first
+use, because it imports TensorFlow and reading a config must not (the command
+lines report a bad config in well under a second).
 """
+
+import importlib
 
 from moss_tf.data.config import DataConfig, LabeledConfig, RainConfig, UnlabeledConfig
 from moss_tf.data.errors import DataError, ImageError
-from moss_tf.data.images import list_images, read_image
-from moss_tf.data.pipeline import TrainingData, build_test_sets, build_training_data
-from moss_tf.data.rain import RainSynthesizer
-from moss_tf.data.ranges import from_model_range, to_model_range
+
+_LAZY = {
+    "list_images": "moss_tf.data.images",
+    "read_image": "moss_tf.data.images",
+    "TrainingData": "moss_tf.data.pipeline",
+    "build_test_sets": "moss_tf.data.pipeline",
+    "build_training_data": "moss_tf.data.pipeline",
+    "RainSynthesizer": "moss_tf.data.rain",
+    "from_model_range": "moss_tf.data.ranges",
+    "to_model_range": "moss_tf.data.ranges",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DataConfig",

@@ -1,0 +1,110 @@
+"""Where a training stage keeps its files, and the checks made before it starts.
+
+No TensorFlow here: ``train.py`` runs these checks before importing it, so a
+missing pretrained network or an unwritable run directory is reported at once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moss_tf.errors import CheckpointError, TrainingError
+
+MODEL_WEIGHTS = "model.weights.h5"
+
+
+@dataclass
+class StagePaths:
+    """Where one stage of a run keeps its files."""
+
+    run_dir: Path
+    stage: str
+    folder: Path = field(init=False)
+
+    def __post_init__(self):
+        self.folder = self.run_dir / self.stage
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "checkpoints" / "last.npz"
+
+    @property
+    def best(self) -> Path:
+        return self.folder / "checkpoints" / "best.npz"
+
+    @property
+    def best_weights(self) -> Path:
+        return self.folder / "best.weights.h5"
+
+    @property
+    def final_weights(self) -> Path:
+        return self.folder / "final.weights.h5"
+
+    @property
+    def logs(self) -> Path:
+        return self.folder / "logs"
+
+
+def initial_weights(
+    stage: str, run_dir: Path, resume: bool, init: str | Path | None
+) -> Path | None:
+    """The network weights a stage starts from, checked to exist.
+
+    ``semi`` starts from ``<run_dir>/pretrain/final.weights.h5`` unless
+    ``init`` names other weights or the stage resumes from its checkpoint.
+
+    Raises:
+        TrainingError: saying what to run (or pass) when the file is missing.
+    """
+    resuming = resume and StagePaths(run_dir, stage).last.is_file()
+    if stage == "semi" and init is None and not resuming:
+        init = run_dir / "pretrain" / "final.weights.h5"
+        if not init.is_file():
+            raise TrainingError(
+                f"stage semi starts from the pretrained network, but {init} does not exist: "
+                f"run python train.py --stage pretrain --run-dir {run_dir} first "
+                "(or pass --init WEIGHTS)"
+            )
+    if init is not None and not Path(init).is_file():
+        raise TrainingError(f"--init {init}: file not found")
+    return Path(init) if init is not None else None
+
+
+def check_can_create(folder: Path) -> None:
+    """Raise TrainingError, naming ``folder``, when it cannot be created or written.
+
+    Creates nothing: it looks at the nearest folder that exists.
+    """
+    existing = folder.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise TrainingError(f"{folder}: cannot create the run directory, {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise TrainingError(f"{folder}: run directory is not writable ({existing} is read-only)")
+    if shutil.disk_usage(existing).free < 64 * 2**20:
+        raise TrainingError(f"{folder}: less than 64 MiB free on its disk for checkpoints")
+
+
+def trained_network_file(run_dir: str | Path | None = None, checkpoint: str | Path | None = None):
+    """The weights file of a run directory (its ``model.weights.h5``) or ``checkpoint``.
+
+    Raises:
+        CheckpointError: when it does not exist, saying what to run.
+    """
+    if (run_dir is None) == (checkpoint is None):
+        raise CheckpointError("give exactly one of a run directory or a checkpoint file")
+    if run_dir is not None:
+        checkpoint = Path(run_dir) / MODEL_WEIGHTS
+        if not checkpoint.is_file():
+            raise CheckpointError(
+                f"no trained model in {run_dir} ({MODEL_WEIGHTS} is missing): "
+                "run python train.py --stage pretrain first"
+            )
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise CheckpointError(f"{checkpoint}: checkpoint not found")
+    return checkpoint
