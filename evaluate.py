@@ -6,10 +6,11 @@ Test sets (PSNR / SSIM in the paper's and the community's conventions)::
     python evaluate.py --config configs/ddn_sirr.yaml --json results.json --output results/
     python evaluate.py --checkpoint runs/demo/semi/best.weights.h5 --test data/Rain100L
 
-Your own photos (any size and format; large ones in seamless tiles)::
+Your own photos (any size and format; large ones in seamless tiles), with the
+shipped model (saved_models/release) unless --run-dir or --checkpoint names another::
 
     python evaluate.py --input my_photos/ --output derained/
-    python evaluate.py --input rainy.jpg --output derained/
+    python evaluate.py --input rainy.jpg --output derained/ --run-dir runs/demo
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from moss_tf.cli import (
     load_experiment,
     load_trained_network,
     start_tensorflow,
+    use_shipped_model_unless_given,
 )
 from moss_tf.errors import ConfigError, MossError
 
@@ -104,6 +106,8 @@ def check_before_starting(args):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.input and use_shipped_model_unless_given(args):
+        print(f"using the shipped model {args.checkpoint} (--run-dir or --checkpoint for another)")
     try:
         cfg = check_before_starting(args)
         start_tensorflow(args.verbose)

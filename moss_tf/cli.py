@@ -16,6 +16,11 @@ import tempfile
 from pathlib import Path
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"
+# The trained model that ships with the project (saved_models/MODEL_CARD.md);
+# its config.yaml lies beside it.
+SHIPPED_WEIGHTS = (
+    Path(__file__).resolve().parents[1] / "saved_models" / "release" / "model.weights.h5"
+)
 VERBOSE_ENV = "MOSS_VERBOSE"
 
 # Lines TensorFlow's C++ start-up writes to stderr before its logging is set
@@ -35,8 +40,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> N
         nargs="+",
         default=[],
         metavar="KEY=VALUE",
-        help="override config keys, e.g. --set train.steps=100 train.batch_size=8 "
-        "(repeatable)",
+        help="override config keys, e.g. --set train.steps=100 train.batch_size=8 (repeatable)",
     )
 
 
@@ -70,6 +74,17 @@ def add_inference_memory_argument(parser: argparse.ArgumentParser) -> None:
         "(the released network run one image at a time); frozen reads the trained memory "
         "unchanged (fully local, cheaper). Default: the model config's, per_image unless set",
     )
+
+
+def use_shipped_model_unless_given(args: argparse.Namespace) -> bool:
+    """Point ``--checkpoint`` at the shipped model when no model source was given.
+
+    Returns whether it did (the caller says so to the user).
+    """
+    if args.run_dir or args.checkpoint:
+        return False
+    args.checkpoint = str(SHIPPED_WEIGHTS)
+    return True
 
 
 def default_run_dir(config_name: str) -> Path:
