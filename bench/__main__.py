@@ -26,7 +26,7 @@ each one's peak memory (max RSS, TensorFlow included) is its own:
    batch and crop size, next to what training consumes at that setting;
 4. scoring: :func:`moss_tf.evaluation.evaluate` on 100 synthetic 481×321
    test pairs, seconds in the network and beyond it (PSNR/SSIM, the rainy
-   baseline), for a first and a repeated evaluation;
+   baseline);
 5. FLOPs counted by TensorFlow's profiler on the graphs that are timed
    (forward: per image; training: the whole ``train_step`` graph, i.e.
    forward, backward and optimizer), and the achieved GFLOP/s.
@@ -119,10 +119,11 @@ def parse_args(argv=None):
 # ---------------------------------------------------------------- the plan
 
 
-def plan(args) -> list[Measurement]:
-    """The measurements to run, in order."""
+def plan(args, measured_sizes=()) -> list[Measurement]:
+    """The measurements to run, in order; inference leaves out ``measured_sizes``
+    (those the side-by-side rounds already timed)."""
     quick = args.quick
-    sizes = [s for s in INFERENCE_SIZES if not quick or s <= 512]
+    sizes = [s for s in INFERENCE_SIZES if (not quick or s <= 512) and s not in measured_sizes]
     runs = 2 if quick else 3
     seconds = 1.0 if quick else 2.0  # per training variant and per pipeline stream
     demo = "configs/demo.yaml"
@@ -130,7 +131,7 @@ def plan(args) -> list[Measurement]:
         Measurement(
             "inference/keras",
             "inference",
-            {"variant": "keras", "sizes": sizes, "flop_sizes": list(INFERENCE_SIZES), "runs": runs},
+            {"variant": "keras", "sizes": sizes, "flop_sizes": sizes, "runs": runs},
             f"inference, Keras graph, {'/'.join(map(str, sizes))} px",
         ),
         Measurement(
@@ -322,7 +323,7 @@ def _failed(result: dict) -> str:
 
 
 def inference_rows(keras: dict, saved: dict) -> list[list[str]]:
-    """Rows of the inference table: one per image size."""
+    """Rows of the inference table: one per image size measured."""
     flops = {row["size"]: _gflop(row["flops"]) for row in keras.get("forward_flops", [])}
     latency = {
         name: {row["size"]: row for row in result.get("latency", [])}
@@ -335,6 +336,8 @@ def inference_rows(keras: dict, saved: dict) -> list[list[str]]:
         seconds = [latency[name].get(size, {}).get("median_s") for name in latency]
         cells += [_fmt(s) for s in seconds]
         cells += [_fmt(gflop / s, 0) if s and gflop else "–" for s in seconds]
+        if gflop is None and not any(seconds):
+            continue
         peaks = [latency[name].get(size, {}).get("peak_rss_mb") for name in latency]
         cells.append(" / ".join(_fmt(p, 0) for p in peaks))
         rows.append(cells)
@@ -469,11 +472,9 @@ def scoring_note(result: dict) -> str:
     n = result["images"]
     return (
         f"Scoring ({n} test pairs of {result['width']}×{result['height']}, evaluate() with "
-        f"the released-size network): network {n / result['first_network_s']:.2f} images/s; "
-        f"everything else (PSNR/SSIM of the output, the rainy baseline, reading) "
-        f"{result['first_other_s'] / n:.3f} s per image ({n / result['first_other_s']:.1f} "
-        f"images/s), {result['repeated_other_s'] / n:.3f} s per image when the same test set "
-        "is evaluated again (the rainy baselines are reused)."
+        f"the released-size network): network {n / result['network_s']:.2f} images/s; "
+        f"everything else (PSNR/SSIM in both conventions, the rainy baseline, reading) "
+        f"{result['other_s'] / n:.3f} s per image ({n / result['other_s']:.1f} images/s)."
     )
 
 
@@ -482,7 +483,7 @@ def notes(measurements: list[Measurement], info: dict, args) -> list[str]:
     by_key = {m.key: m.result for m in measurements}
     lines = []
     scored = by_key.get("scoring", {})
-    if "first_other_s" in scored:
+    if "other_s" in scored:
         lines.append(scoring_note(scored))
     reference = by_key.get("training/demo/pretrain", {})
     if "step_flops" in reference:
@@ -603,9 +604,11 @@ def main(argv=None) -> int:
     print(f"moss-tf benchmark on {describe_machine(info, args.threads)}")
     if info["load_average_1min"] is not None:  # each measurement reports the cores it got
         print(f"load average at start: {info['load_average_1min']:.2f}")
+    from bench import side_by_side
+
     started = time.perf_counter()
     section, rounds = run_side_by_side(args)
-    measurements = plan(args)
+    measurements = plan(args, side_by_side.INFERENCE_SIDES if rounds else ())
     for i, m in enumerate(measurements, 1):
         print(f"[{i}/{len(measurements)}] {m.title} ...", end=" ", flush=True)
         m.result = run_worker(m)

@@ -172,7 +172,8 @@ def test_report_shows_the_machine_the_conventions_and_marks_failures():
     # No speed-up against a figure measured elsewhere: ratios come from the side-by-side rounds.
     assert "× faster" not in text
     # 80 GFLOP in 0.8 s; the SavedModel failed, so its cells are dashes.
-    assert "| 512 × 512   |  80.0 |           0.800 |              – |           100 |" in text
+    assert "| 512 × 512  |  80.0 |           0.800 |              – |           100 |" in text
+    assert "1024 × 1024" not in text  # sizes nobody measured have no row
     # The pretrain step graph holds 18 / (8 x 0.76) = 2.96 forward passes of the batch.
     assert "2.96× the forward FLOPs" in text
     assert "kept 1.0 to 2.0 of the 2 cores busy" in text and "other programs" in text
