@@ -9,8 +9,8 @@ kernel selection happen once per input size and are not counted), then
 ``--runs`` timed calls on one ``[1, S, S, 3]`` image; the median and the
 fastest are printed in seconds. Latency does not depend on the weight
 values, so the default is the released configuration with its random
-initialisation. The reference: the released PyTorch network takes about
-2.0 s for one 512 x 512 image on this machine class (CPU, 2 threads).
+initialisation. ``python -m bench`` times the released PyTorch network side
+by side with moss-tf.
 """
 
 from __future__ import annotations
