@@ -12,6 +12,7 @@ returns derained images in [-1, 1].
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from moss_tf.layers import PACKAGE, CBNFusion, MemoryBank, ResidualBlock
@@ -54,6 +55,13 @@ class MOSSNet(keras.Model):
             ``"batch"`` updates from the whole batch, as the released network
             computes it; ``"frozen"`` reads the stored memory without update.
 
+    Attributes:
+        recompute: when True (set by training with ``train.recompute``), the
+            residual stages keep only their inputs for the backward pass and
+            recompute their activations there (``tf.recompute_grad``): the
+            same gradients for a fraction of the activation memory, at the
+            cost of a second forward pass through the stages.
+
     Example:
         >>> net = MOSSNet(base_channels=8, channel_step=8, blocks_per_stage=1, memory_items=16)
         >>> net(keras.ops.zeros((1, 30, 41, 3))).shape
@@ -91,6 +99,8 @@ class MOSSNet(keras.Model):
         self.use_skip = use_skip
         self.gate_keep_probability = gate_keep_probability
         self.inference_memory = inference_memory
+        # Training memory switch, not part of the architecture (not in get_config).
+        self.recompute = False
 
         self.head = keras.layers.Conv2D(base_channels, 3, padding="same", use_bias=False)
         self.encoder_stages = []
@@ -165,17 +175,28 @@ class MOSSNet(keras.Model):
         h = head
         features = []
         for stage in self.encoder_stages:
-            for block in stage:
-                h = block(h)
+            h = self._run_stage(stage, h)
             features.append(h)
         return head, features
+
+    def _run_stage(self, blocks, h):
+        """The residual blocks of one stage; see :attr:`recompute`."""
+
+        def run(x):
+            for block in blocks:
+                x = block(x)
+            return x
+
+        # The blocks are pure (no state changes, no randomness), so running
+        # them again in the backward pass gives the same values; the memory
+        # and the batch norms stay outside and update once per step.
+        return tf.recompute_grad(run)(h) if self.recompute else run(h)
 
     def decode(self, head, features, z_hat, training=False):
         """Decoder with CBN fusion, skip and tail: images in [-1, 1] at the padded size."""
         h = z_hat
         for i, stage in enumerate(self.decoder_stages):
-            for block in stage:
-                h = block(h)
+            h = self._run_stage(stage, h)
             if i < len(self.fusions):
                 h = self.fusions[i](features[self.num_stages - 2 - i], h, training=training)
         g = head - h if self.use_skip else h

@@ -98,6 +98,7 @@ def build_trainer(cfg: ExperimentConfig, stage: str, init_weights: Path | None =
     """
     online = MOSSNet(**cfg.model.to_dict(), name="online")
     online.build()
+    online.recompute = cfg.train.recompute
     if init_weights is not None:
         try:
             online.load_weights(init_weights)
