@@ -86,6 +86,14 @@ def parse_args(argv=None):
         "--rounds", type=int, help="side-by-side rounds (default 3; 2 with --quick)"
     )
     parser.add_argument(
+        "--inference-sizes",
+        type=int,
+        nargs="+",
+        default=[512, 1024],
+        metavar="PX",
+        help="image sides timed side by side (default 512 1024)",
+    )
+    parser.add_argument(
         "--paper",
         action="store_true",
         help="add the paper setting (32 x 256², semi at --paper-semi-batch) side by side: long",
@@ -251,7 +259,11 @@ def machine_info() -> dict:
 def describe_machine(info: dict, threads: int | None) -> str:
     """One line naming the machine, as the README table cites it."""
     memory = f", {info['memory_gib']:.0f} GiB RAM" if info.get("memory_gib") else ""
-    thread_note = f"{threads} TensorFlow threads" if threads else "TensorFlow's default threads"
+    thread_note = (
+        f"{threads} thread{'s' if threads > 1 else ''} for TensorFlow (and PyTorch)"
+        if threads
+        else "TensorFlow's default threads"
+    )
     return (
         f"{info['cpu']}, {info['cores']} cores{memory}; {thread_note}; "
         f"TensorFlow {info['tensorflow']}, Keras {info['keras']}, Python {info['python']}; "
@@ -334,10 +346,10 @@ def inference_rows(keras: dict, saved: dict) -> list[list[str]]:
         gflop = flops.get(size)
         cells = [f"{size} × {size}", _fmt(gflop, 1)]
         seconds = [latency[name].get(size, {}).get("median_s") for name in latency]
-        cells += [_fmt(s) for s in seconds]
-        cells += [_fmt(gflop / s, 0) if s and gflop else "–" for s in seconds]
         if gflop is None and not any(seconds):
             continue
+        cells += [_fmt(s) for s in seconds]
+        cells += [_fmt(gflop / s, 0) if s and gflop else "–" for s in seconds]
         peaks = [latency[name].get(size, {}).get("peak_rss_mb") for name in latency]
         cells.append(" / ".join(_fmt(p, 0) for p in peaks))
         rows.append(cells)
@@ -599,16 +611,15 @@ def run_side_by_side(args) -> tuple[str, list]:
 
 
 def main(argv=None) -> int:
+
     args = parse_args(argv)
     info = machine_info()
     print(f"moss-tf benchmark on {describe_machine(info, args.threads)}")
     if info["load_average_1min"] is not None:  # each measurement reports the cores it got
         print(f"load average at start: {info['load_average_1min']:.2f}")
-    from bench import side_by_side
-
     started = time.perf_counter()
     section, rounds = run_side_by_side(args)
-    measurements = plan(args, side_by_side.INFERENCE_SIDES if rounds else ())
+    measurements = plan(args, args.inference_sizes if rounds else ())
     for i, m in enumerate(measurements, 1):
         print(f"[{i}/{len(measurements)}] {m.title} ...", end=" ", flush=True)
         m.result = run_worker(m)

@@ -45,7 +45,7 @@ def thread_count(args) -> int:
 def measurements(args) -> list[Measurement]:
     """The workers of one round, in the order they run (each moss-tf before its reference)."""
     threads = thread_count(args)
-    sides = list(INFERENCE_SIDES)
+    sides = list(getattr(args, "inference_sizes", None) or INFERENCE_SIDES)
     runs = 2 if args.quick else 3
     seconds = 1.0 if args.quick else 2.0
     found = [
@@ -69,7 +69,7 @@ def measurements(args) -> list[Measurement]:
             "PyTorch reference inference",
         ),
     ]
-    settings = [("8x64", 8, 64, seconds, 3)]
+    settings = [("8x64", 8, 64, seconds, 1 if args.quick else 3)]
     if args.paper:
         settings.append(("paper", 32, 256, 0.0, 1))
     for name, batch, crop, secs, min_steps in settings:
@@ -149,7 +149,19 @@ def row_specs(rounds: list[Round]) -> list[tuple[str, str, str, str, int | None]
     """(title, moss-tf key, reference key, key holding the FLOP count, image side) per row."""
     keys = rounds[0].results if rounds else {}
     specs = []
-    for side in INFERENCE_SIDES:
+    sides = sorted(
+        {
+            row["size"]
+            for r in rounds
+            for row in r.results.get("reference/inference", {}).get("latency", [])
+        }
+        | {
+            row["size"]
+            for r in rounds
+            for row in r.results.get("ours/inference/keras", {}).get("latency", [])
+        }
+    )
+    for side in sides or INFERENCE_SIDES:
         for variant, name in (("keras", "Keras graph"), ("savedmodel", "SavedModel")):
             specs.append(
                 (
