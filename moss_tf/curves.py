@@ -30,7 +30,9 @@ def read_scalars(log_dir: Path) -> dict[str, list[tuple[int, float]]]:
         accumulator.Reload()
         for tag in accumulator.Tags()["tensors"]:
             for event in accumulator.Tensors(tag):
-                series[tag][event.step] = float(make_ndarray(event.tensor_proto))
+                value = make_ndarray(event.tensor_proto)
+                if value.ndim == 0:  # scalars only, not the image panels
+                    series[tag][event.step] = float(value)
     return {tag: sorted(values.items()) for tag, values in series.items()}
 
 
@@ -79,7 +81,8 @@ def plot(runs: list[tuple[str, Path]], output: Path) -> Path:
         ax.grid(alpha=0.3)
     for ax in axes[1:]:
         ax.set_yscale("log")
-    axes[0].legend()
+    for ax in axes:
+        ax.legend()
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=100)
