@@ -199,3 +199,34 @@ def test_streaming_memory_does_not_hold_the_dataset(tmp_path):
     streamed = _growth_mb(_data(labeled={"pairs": str(pairs)}, load="stream"))
     in_memory = _growth_mb(_data(labeled={"pairs": str(pairs)}, load="memory"))
     assert streamed < 0.3 * decoded_mb < 0.9 * decoded_mb < in_memory, (streamed, in_memory)
+
+
+@pytest.fixture
+def data_service():
+    """A tf.data service dispatcher and one worker on loopback; stopped afterwards."""
+    import tensorflow as tf
+
+    service = tf.data.experimental.service
+    dispatcher = service.DispatchServer(service.DispatcherConfig(port=0))
+    address = dispatcher.target.split("://")[1]
+    worker = service.WorkerServer(service.WorkerConfig(dispatcher_address=address))
+    try:
+        yield address
+    finally:
+        worker._stop()  # the servers' only stop method (TensorFlow's own tests use it)
+        dispatcher._stop()
+
+
+def test_tf_data_service_makes_the_local_batches(tmp_path, data_service):
+    pairs = _pairs(tmp_path / "set", 4, rainy_ext="jpg")
+    common = {"labeled": {"pairs": str(pairs), "fraction": 0.5}, "load": "stream"}
+    _, local = _first_batches(_data(**common), with_unlabeled=True)
+    data, served = _first_batches(_data(**common, service=data_service), with_unlabeled=True)
+    assert f"made by the tf.data service at {data_service}" in data.description
+    for a, b in zip(local, served, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_malformed_service_address_names_the_key():
+    with pytest.raises(ConfigError, match=r"data.service: must be host:port"):
+        _data(service="localhost")

@@ -27,6 +27,7 @@ repository root (the folder that holds ``configs/``).
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -387,6 +388,11 @@ class DataConfig:
             ``memory_limit_mb`` is an error); ``stream`` always reads and
             decodes files per crop inside the tf.data graph (memory does not
             grow with the dataset).
+        service: address of a tf.data service dispatcher (``host:port`` or
+            ``grpc://host:port``); the training streams are then made by its
+            workers instead of this process (default ``null``: locally). One
+            worker gives exactly the local stream; every worker must be able
+            to read the data paths.
         holdout_rain: extra test splits on the held-out images
             (``labeled.holdout``), one per name, each with its own rain
             (a rain mapping as ``labeled.rain``, or ``null`` for no rain: the
@@ -402,6 +408,7 @@ class DataConfig:
     max_side: int | None = 1024
     memory_limit_mb: int = 8192
     load: str = "auto"
+    service: str | None = None
     holdout_rain: dict[str, RainConfig | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -435,6 +442,8 @@ class DataConfig:
             _fail(where, "memory_limit_mb", f"must be >= 1, got {self.memory_limit_mb}")
         if self.load not in LOAD_MODES:
             _fail(where, "load", f"must be one of {', '.join(LOAD_MODES)}, got {self.load!r}")
+        if self.service is not None and not re.fullmatch(r"(grpcs?://)?[^:/\s]+:\d+", self.service):
+            _fail(where, "service", f"must be host:port or grpc://host:port, got {self.service!r}")
 
 
 def resolve_path(value: str, key: str) -> Path:

@@ -128,6 +128,21 @@ def _stream(
     )
 
 
+def _on_service(dataset: tf.data.Dataset, address: str) -> tf.data.Dataset:
+    """``dataset`` made by tf.data service workers (``data.service``) instead of locally.
+
+    Sharding is off: each iteration is its own job and a worker makes the
+    whole stream, so with one worker the batches are exactly the local ones.
+    """
+    protocol, _, host = address.rpartition("://")
+    return dataset.apply(
+        tf.data.experimental.service.distribute(
+            processing_mode=tf.data.experimental.service.ShardingPolicy.OFF,
+            service=f"{protocol or 'grpc'}://{host}",
+        )
+    )
+
+
 def _to_unit(image_uint8: tf.Tensor) -> tf.Tensor:
     return tf.cast(image_uint8, tf.float32) / 255.0
 
@@ -429,6 +444,10 @@ def build_training_data(
     if loader.streamed:
         where = ", ".join(loader.streamed)
         descriptions.append(f"streamed from their files (data.load={data_cfg.load}): {where}")
+    if data_cfg.service is not None:
+        labeled = _on_service(labeled, data_cfg.service)
+        unlabeled = None if unlabeled is None else _on_service(unlabeled, data_cfg.service)
+        descriptions.append(f"made by the tf.data service at {data_cfg.service}")
     description = "\n".join(descriptions)
     log.info("training data:\n%s", description)
     return TrainingData(labeled, unlabeled, num_labeled, num_unlabeled, description)
