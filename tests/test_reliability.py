@@ -28,12 +28,13 @@ def train_command(run_dir, *overrides):
 
 
 @pytest.mark.slow
-def test_kill_9_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
+@pytest.mark.parametrize("load", ["memory", "stream"])  # data.load: decoded once, or per crop
+def test_kill_9_then_resume_loses_at_most_one_checkpoint_interval(tmp_path, load):
     run = tmp_path / "run"
     last = run / "pretrain" / "checkpoints" / "last.npz"
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     process = subprocess.Popen(
-        train_command(run, "train.steps=100000", "train.checkpoint_every=3"),
+        train_command(run, "train.steps=100000", "train.checkpoint_every=3", f"data.load={load}"),
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -54,7 +55,9 @@ def test_kill_9_then_resume_loses_at_most_one_checkpoint_interval(tmp_path):
 
     resumed = subprocess.run(
         [
-            *train_command(run, f"train.steps={killed_at + 2}", "train.checkpoint_every=3"),
+            *train_command(
+                run, f"train.steps={killed_at + 2}", "train.checkpoint_every=3", f"data.load={load}"
+            ),
             "--resume",
         ],
         env=env,
