@@ -67,7 +67,7 @@ def test_ratios_are_taken_within_each_round_and_rates_are_shares_of_the_peak():
     keras = rows["one 512² image, Keras graph"]
     assert keras[1] == "80.0" and keras[4] == "2.00 (2.00–2.00)×"
     assert rows["one 512² image, SavedModel"][2] == "failed"
-    assert rows["one 1024² image, Keras graph"][4] == "–"  # nothing measured at 1024
+    assert not any("1024" in title for title in rows)  # no side measured at 1024²
     text = report(rounds, threads=2)
     assert "2 alternating round(s)" in text and "2 threads each side" in text
     assert "75 (50–100) GFLOP/s" in text
