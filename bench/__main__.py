@@ -1,7 +1,7 @@
 """The moss-tf benchmark: how fast this machine runs inference, training and the input pipeline.
 
     pip install -e .[bench]                        # PyTorch (CPU) for the reference
-    .venv/bin/python -m bench                      # everything, about 20 minutes on 2 idle cores
+    .venv/bin/python -m bench                      # everything (the run prints how long it took)
     .venv/bin/python -m bench --paper              # plus the paper setting side by side (long)
     .venv/bin/python -m bench --quick              # shorter timings, 2 rounds
     .venv/bin/python -m bench --json bench.json --markdown bench.md

@@ -13,7 +13,7 @@ exported SavedModel's ``serving_default``), and a ``pretrain`` and a
 trainer ``train.py`` builds (``build_trainer``, ``tf.function(train_step)``),
 on one fixed batch. With ``--paper`` also the paper setting, 32 × 256²
 ``pretrain`` and ``semi`` at ``--paper-semi-batch`` (a step takes tens of
-seconds each side; the whole run then takes about three times longer).
+seconds on each side, so the run takes much longer).
 
 GFLOP are TensorFlow's profiler counts of moss-tf's graphs (:mod:`bench.flops`);
 the reference does the same arithmetic, so its GFLOP/s use the same count.
