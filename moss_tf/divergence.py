@@ -22,14 +22,15 @@ def scale_signals(network) -> dict[str, float]:
         ``memory_item_norm``: mean L2 norm of the memory items (N(0, 1)
         initial items of 96 channels have about 9.7);
         ``bn_moving_variance_max``: the largest moving variance of the CBN
-        batch norms.
+        batch norms. A network without memory (``use_memory=False``, the
+        "w/o Memory" ablation) never builds it and has no memory signal.
     """
-    items = np.asarray(network.memory.items)
     variances = [np.asarray(f.moving_variance) for f in network.fusions]
-    return {
-        "memory_item_norm": float(np.mean(np.linalg.norm(items, axis=-1))),
-        "bn_moving_variance_max": float(max((v.max() for v in variances), default=0.0)),
-    }
+    signals = {"bn_moving_variance_max": float(max((v.max() for v in variances), default=0.0))}
+    if network.memory.built:
+        items = np.asarray(network.memory.items)
+        signals["memory_item_norm"] = float(np.mean(np.linalg.norm(items, axis=-1)))
+    return signals
 
 
 @dataclass

@@ -63,6 +63,13 @@ def test_scale_signals_read_the_memory_and_batch_norm_statistics():
     assert signals["bn_moving_variance_max"] == pytest.approx(7.0)
 
 
+def test_scale_signals_of_a_network_without_memory_have_no_memory_signal():
+    net = MOSSNet(base_channels=8, channel_step=8, blocks_per_stage=1, use_memory=False)
+    net.build()
+    net.fusions[0].moving_variance.assign(2.0 * tf.ones_like(net.fusions[0].moving_variance))
+    assert scale_signals(net) == {"bn_moving_variance_max": pytest.approx(2.0)}
+
+
 def test_the_feature_scale_penalty_is_zero_under_the_limit_and_grows_past_it():
     small = [tf.fill((2, 4, 4, 3), 5.0)]
     assert float(feature_scale_penalty(small, 10.0)) == 0.0
