@@ -57,6 +57,23 @@ def test_every_sweep_value_reaches_its_row_config():
     assert len(plan.pretrain_groups()) == 1
 
 
+def test_time_left_comes_from_the_seconds_per_step_measured_so_far(tmp_path):
+    plan = experiments.plan_table(
+        TABLES["table3"], REPO / "configs" / "demo.yaml", budget=0.5, runs_root=tmp_path
+    )
+    assert experiments.estimate_seconds_left(plan) is None  # nothing measured yet
+    shared = plan.rows[-1]  # "ours": its pretrain is shared with two other rows
+    record = {"fingerprint": shared.pretrain_fingerprint, "steps": 200, "seconds": 100.0}
+    (shared.pretrain_dir / "pretrain").mkdir(parents=True)
+    (shared.pretrain_dir / "pretrain" / "done.json").write_text(json.dumps(record))
+    # 3 pretrains of 200 steps left at 0.5 s/step; 6 semis of 150 steps, each
+    # step estimated at SEMI_STEP_COST pretrain steps until one is measured.
+    expected = 3 * 200 * 0.5 + 6 * 150 * 0.5 * experiments.SEMI_STEP_COST
+    assert experiments.estimate_seconds_left(plan) == pytest.approx(expected)
+    assert experiments.format_duration(expected) == "38 min 45 s"
+    assert experiments.format_duration(3725) == "1 h 02 min"
+
+
 def test_bad_budget_and_bad_override_are_named():
     with pytest.raises(ConfigError, match="--budget"):
         experiments.plan_table(TABLES["table3"], REPO / "configs" / "demo.yaml", budget=0)
