@@ -206,7 +206,12 @@ class MOSSTrainer(keras.Model):
     def _track(self, losses):
         for name, value in losses.items():
             self.trackers[name].update_state(value)
-        return {name: self.trackers[name].result() for name in losses}
+        results = {name: self.trackers[name].result() for name in losses}
+        if isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras's fit averages step logs over workers along axis 0, which
+            # a scalar lacks; the average of these comes back a scalar.
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     # ------------------------------------------------------------------ EMA
 

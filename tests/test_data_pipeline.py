@@ -57,6 +57,10 @@ def test_paired_crops_are_aligned_in_range_and_deterministic(tmp_path):
         assert rainy.min() >= -1.0 and rainy.max() <= 1.0
         # Same window and flip: the negative maps to -x in [-1, 1].
         np.testing.assert_allclose(rainy, -clean, atol=1e-6)
+    # A second iterator of the same dataset (Keras's fit makes one under a
+    # distribution strategy) sees the same batches, epoch orders included.
+    for first, second in zip(batches, _take(data.labeled, 5), strict=True):
+        np.testing.assert_array_equal(second[1], first[1])
     again = build_training_data(cfg, batch_size=4, crop_size=16, seed=0, with_unlabeled=False)
     np.testing.assert_array_equal(batches[4][1], _take(again.labeled, 5)[4][1])
     other = build_training_data(cfg, batch_size=4, crop_size=16, seed=1, with_unlabeled=False)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
+
+import keras
 import numpy as np
 import pytest
 from conftest import REPO, TINY_MODEL
@@ -32,31 +36,103 @@ def state_arrays(path):
         return {k: archive[k] for k in archive.files if k != "meta"}
 
 
+STAGE_FILES = [
+    "best.weights.h5",
+    "checkpoints/best.npz",
+    "checkpoints/last.npz",
+    "config.yaml",
+    "final.weights.h5",
+    "logs/train/events",
+    "logs/validation/events",
+    "summary.json",
+]
+SUMMARY_KEYS = {"stage", "steps", "seconds", "best_mean_psnr_rgb", "last_losses", "validation"}
+LOSS_TAGS = {"pretrain": ["grad_norm", "l_scale", "l_su", "loss"]}
+LOSS_TAGS["semi"] = sorted([*LOSS_TAGS["pretrain"], "l_tv", "l_un"])
+PANEL_TAGS = {"pretrain": ["rainy | output | clean"]}
+PANEL_TAGS["semi"] = [*PANEL_TAGS["pretrain"], "mixture | output (Fig. 8)"]
+SCALE_TAGS = ["scale/bn_moving_variance_max", "scale/memory_item_norm", "steps_per_second"]
+
+
+def run_files(run):
+    """Files of a run directory, event files named by their folder only."""
+    names = (str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    return sorted(re.sub(r"events\.out\.tfevents\..*", "events", name) for name in names)
+
+
+def summary_tags(folder):
+    """TensorBoard tag -> the steps it was written at."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    events.Reload()
+    return {tag: [e.step for e in events.Tensors(tag)] for tag in events.Tags()["tensors"]}
+
+
 def test_pretrain_then_semi_leave_checkpoints_logs_and_config(tmp_path):
     run = tmp_path / "run"
     summary = run_stage(config("train.steps=2"), "pretrain", run, verbose=False)
     assert summary["steps"] == 2
     semi = run_stage(config("train.steps=2"), "semi", run, verbose=False)
-    assert set(semi["last_losses"]) == {"loss", "l_su", "l_un", "l_tv", "l_scale", "grad_norm"}
-    for stage in ("pretrain", "semi"):
+    assert list(semi["last_losses"]) == ["loss", "l_su", "l_un", "l_tv", "l_scale", "grad_norm"]
+    stages = ("pretrain", "semi")
+    assert run_files(run) == sorted(
+        ["config.yaml", "model.weights.h5", *(f"{s}/{n}" for s in stages for n in STAGE_FILES)]
+    )
+    for stage in stages:
         folder = run / stage
-        for name in (
-            "checkpoints/last.npz",
-            "checkpoints/best.npz",
-            "best.weights.h5",
-            "final.weights.h5",
-            "config.yaml",
-            "summary.json",
-        ):
-            assert (folder / name).is_file(), f"{stage}/{name} missing"
-        assert list((folder / "logs" / "train").glob("events.out.tfevents.*"))
-        assert list((folder / "logs" / "validation").glob("events.out.tfevents.*"))
+        assert set(json.loads((folder / "summary.json").read_text())) == SUMMARY_KEYS
+        train_tags = summary_tags(folder / "logs" / "train")
+        losses = [f"loss/{name}" for name in LOSS_TAGS[stage]]
+        assert sorted(train_tags) == sorted([*losses, *PANEL_TAGS[stage], *SCALE_TAGS])
+        assert all(steps == [1, 2] for steps in train_tags.values())  # log_every=1, panels at 1, 2
+        validation_tags = summary_tags(folder / "logs" / "validation")
+        assert sorted(validation_tags) == [
+            f"{split}/{key}"
+            for split in ("labeled_style", "target_style")
+            for key in ("psnr_rgb", "psnr_y", "ssim_rgb", "ssim_y")
+        ]
+        assert all(steps == [2] for steps in validation_tags.values())
         assert ckpt.read_meta(folder / "checkpoints" / "last.npz")["step"] == 2
     assert load_config(run / "config.yaml").model.memory_items == TINY_MODEL["memory_items"]
     network, cfg = ckpt.load_network(run_dir=run)
     assert cfg.model.base_channels == TINY_MODEL["base_channels"]
     final = network.get_weights()  # model.weights.h5 is the semi stage's best network
     assert len(final) == len(network.weights) and any(np.abs(w).sum() > 0 for w in final)
+
+
+class Recorder(keras.callbacks.Callback):
+    """A user's callback: records what ``fit`` shows it and stops after ``stop_after`` steps."""
+
+    def __init__(self, stop_after):
+        super().__init__()
+        self.stop_after = stop_after
+        self.batches, self.epochs = [], []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches.append(dict(logs))
+        if len(self.batches) == self.stop_after:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(dict(logs))
+
+
+def test_a_user_callback_sees_every_step_and_epoch_and_can_stop_the_stage(tmp_path):
+    recorder = Recorder(stop_after=3)
+    run = tmp_path / "run"
+    summary = run_stage(
+        config("train.steps=6"), "pretrain", run, verbose=False, callbacks=[recorder]
+    )
+    assert len(recorder.batches) == 3 and all("loss" in logs for logs in recorder.batches)
+    assert len(recorder.epochs) == 2  # an epoch is train.validate_every=2 steps
+    validated = summary["validation"][0]
+    assert validated["step"] == 2
+    psnrs = [value for key, value in validated.items() if key.endswith("/psnr_rgb")]
+    assert recorder.epochs[0]["val_psnr_rgb"] == pytest.approx(np.mean(psnrs))
+    assert "val_psnr_rgb" not in recorder.epochs[1]  # stopped at step 3, before validating
+    assert summary["steps"] == 3
+    assert ckpt.read_meta(run / "pretrain" / "checkpoints" / "last.npz")["step"] == 3
 
 
 def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):

@@ -109,17 +109,27 @@ def _stream(
 
     Images are visited in a seeded random order, each once per epoch. The
     first ``start_step`` batches are skipped before any image work is done.
+    Every iterator of the dataset yields the same batches: the epoch orders
+    are stateless permutations (a ``shuffle`` op would draw each new
+    iterator's orders from a shared generator, and Keras's ``fit`` makes an
+    extra iterator under a distribution strategy).
     """
     base = tf.constant([seed, stream], dtype=tf.int64)
 
     def element(step, index):
         return make(index, tf.random.experimental.stateless_fold_in(base, step))
 
-    order = tf.data.Dataset.range(count).shuffle(
-        count, seed=seed * 1000 + stream, reshuffle_each_iteration=True
-    )
+    order_seed = tf.constant([seed * 1000 + stream, 1], dtype=tf.int64)
+
+    def epoch_order(epoch):
+        epoch_seed = tf.random.experimental.stateless_fold_in(order_seed, epoch)
+        indices = tf.range(count, dtype=tf.int64)
+        shuffled = tf.random.experimental.stateless_shuffle(indices, epoch_seed)
+        return tf.data.Dataset.from_tensor_slices(shuffled)
+
     return (
-        order.repeat()
+        tf.data.Dataset.counter()
+        .flat_map(epoch_order)
         .enumerate()
         .skip(start_step * batch_size)
         .map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
