@@ -234,13 +234,14 @@ def _run_stage(cfg, stage, run_dir, resume, init, strategy, verbose, callbacks) 
     dataset = training_dataset(cfg, stage, step)
     ours = _stage_callbacks(cfg, stage, trainer, state, step, say, panel_batch=next(iter(dataset)))
     with ours["signals"]:
-        trainer.fit(
-            distribute(strategy, dataset, cfg.train.batch_size),
-            **_epochs(stage_steps(cfg, stage), cfg.train.validate_every, step),
-            callbacks=[*ours.values(), *callbacks],
-            shuffle=False,  # the stream is shuffled, by seed (Keras would only warn)
-            verbose=0,
-        )
+        if step < stage_steps(cfg, stage):  # a finished stage resumed trains no more
+            trainer.fit(
+                distribute(strategy, dataset, cfg.train.batch_size),
+                **_epochs(stage_steps(cfg, stage), cfg.train.validate_every, step),
+                callbacks=[*ours.values(), *callbacks],
+                shuffle=False,  # the stream is shuffled, by seed (Keras would only warn)
+                verbose=0,
+            )
     return _finish(trainer, state, ours["clock"], ours["validation"].history, run_dir, say)
 
 
