@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+from bench import memory_modes
 from bench._worker import RESULT_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
@@ -188,6 +189,7 @@ def plan(args, measured_sizes=()) -> list[Measurement]:
             "evaluate() on 481×321 test pairs, network vs scoring",
         )
     )
+    plan += memory_modes.plan(quick)  # issue 13: memory modes and two-pass tiling
     for measurement in plan:
         if args.threads:
             measurement.params["threads"] = args.threads
@@ -561,6 +563,7 @@ def report(measurements: list[Measurement], info: dict, args, side_by_side: str 
         "",
         markdown_table(PIPELINE_HEADER, pipeline_rows(measurements), "llrrrrrr"),
         "",
+        memory_modes.report_section(measurements),
         *(f"- {line}" for line in notes(measurements, info, args)),
     ]
     return "\n".join(parts) + "\n"
@@ -575,6 +578,8 @@ def _progress(measurement: Measurement) -> str:
         return f"FAILED ({r['error']})"
     if "skipped" in r:
         return f"skipped: {r['skipped']}"
+    if measurement.kind in memory_modes.WORKERS:
+        return memory_modes.progress(r)
     if measurement.kind == "inference":
         return ", ".join(
             f"{row['size']}: {row['median_s']:.3f} s ({row['cores_used']:.1f} cores)"

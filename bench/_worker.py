@@ -233,9 +233,9 @@ MEASUREMENTS = {"inference": inference, "training": training, "pipeline": pipeli
 
 
 def main(argv=None) -> int:
-    from bench import side_by_side_workers
+    from bench import memory_modes, side_by_side_workers
 
-    kinds = {**MEASUREMENTS, **side_by_side_workers.MEASUREMENTS}
+    kinds = {**MEASUREMENTS, **side_by_side_workers.MEASUREMENTS, **memory_modes.WORKERS}
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or argv[0] not in kinds:
         print(f"usage: python -m bench._worker {{{','.join(kinds)}}} JSON", file=sys.stderr)
