@@ -22,6 +22,7 @@ from pathlib import Path
 
 from moss_tf.cli import (
     add_config_arguments,
+    add_inference_memory_argument,
     add_model_source_arguments,
     add_verbose_argument,
     check_model_source,
@@ -47,6 +48,7 @@ def parse_args(argv=None):
         "with --checkpoint also its model (default: the config.yaml beside the checkpoint)",
     )
     add_model_source_arguments(parser)
+    add_inference_memory_argument(parser)
     parser.add_argument(
         "--test",
         nargs="+",

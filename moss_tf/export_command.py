@@ -11,6 +11,7 @@ import sys
 
 from moss_tf.cli import (
     add_config_arguments,
+    add_inference_memory_argument,
     add_model_source_arguments,
     add_verbose_argument,
     check_model_source,
@@ -32,6 +33,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "also its model (default: the config.yaml beside the checkpoint)",
     )
     add_model_source_arguments(parser)
+    add_inference_memory_argument(parser)
     parser.add_argument(
         "--output", default="saved_models/moss", help="model base folder (saved_models/moss)"
     )

@@ -145,3 +145,26 @@ def test_the_network_runs_with_unknown_height_and_width():
     )
     for shape in [(1, 16, 24, 3), (2, 13, 7, 3)]:
         assert forward(tf.zeros(shape)).shape == shape
+
+
+def test_an_image_gets_the_same_result_alone_and_in_a_served_batch(tmp_path):
+    # memory_decay 0.5 and non-zero CBN convs (which start at zero and cut the
+    # decoder off from the memory): the update moves outputs visibly, as on a
+    # trained network. The network's own setting is the released per-batch update.
+    net = MOSSNet(**TINY_MODEL, memory_decay=0.5, inference_memory="batch")
+    net.build()
+    rng = np.random.default_rng(2)
+    for variable in net.weights:
+        if "fuse" in variable.path and ("gamma" in variable.path or "beta" in variable.path):
+            variable.assign(rng.uniform(-0.2, 0.2, variable.shape).astype(np.float32))
+    with pytest.raises(export.MossError, match="'batch' cannot be served"):
+        export.export_saved_model(net, tmp_path / "moss", inference_memory="batch")
+
+    version = export.export_saved_model(net, tmp_path / "moss", warmup=False)
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    batch = np.random.default_rng(3).random((4, 24, 32, 3), dtype=np.float32)
+    alone = serve(images=tf.constant(batch[:1]))["derained"].numpy()[0]
+    in_batch = serve(images=tf.constant(batch))["derained"].numpy()[0]
+    assert np.abs(in_batch - alone).max() <= 1e-5
+    # The released per-batch update would not give that.
+    assert np.abs(keras_derain01(net, batch)[0] - alone).max() > 1e-3
