@@ -1,0 +1,66 @@
+"""The model that ships with the project: there, loadable, derains, matches its SavedModel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
+
+import evaluate as evaluate_cli
+from moss_tf.checkpoints import load_network
+from moss_tf.cli import SHIPPED_WEIGHTS
+from moss_tf.config import load_config
+from moss_tf.data.builtin import builtin_paths
+from moss_tf.data.config import RainConfig
+from moss_tf.data.images import read_image
+from moss_tf.data.rain import RainSynthesizer
+
+SHIPPED_SAVED_MODEL = SHIPPED_WEIGHTS.parents[1] / "moss" / "1"
+
+
+def rainy_photo():
+    """A 192x256 crop of a bundled photograph (not in the training data) with rain."""
+    clean = read_image(builtin_paths(["rocket.jpg"])[0])[:192, 100:356]
+    rain = RainConfig(preset="realistic", clean_probability=0.0, veil_probability=0.0)
+    rain.density = [0.004, 0.006]
+    wet = RainSynthesizer(rain)(tf.constant(clean, tf.float32) / 255.0, seed=[3, 5])
+    return np.round(wet.numpy() * 255).astype(np.uint8), clean
+
+
+def test_the_shipped_model_and_its_config_are_there_and_are_the_released_network():
+    assert SHIPPED_WEIGHTS.is_file(), f"{SHIPPED_WEIGHTS} is missing"
+    network, _ = load_network(checkpoint=SHIPPED_WEIGHTS)
+    released = load_config(SHIPPED_WEIGHTS.parents[2] / "configs" / "paper.yaml").model
+    assert network.blocks_per_stage == released.blocks_per_stage == 4
+    assert network.memory_items == released.memory_items == 512
+
+
+def test_evaluate_input_without_a_model_derains_with_the_shipped_model(tmp_path, capsys):
+    rainy, clean = rainy_photo()
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(rainy).save(photos / "street.png")
+    out = tmp_path / "out"
+    assert evaluate_cli.main(["--input", str(photos), "--output", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"using the shipped model {SHIPPED_WEIGHTS}" in printed
+    derained = np.asarray(Image.open(out / "street.png"))
+    assert derained.shape == rainy.shape
+    # It removes rain: closer to the clean photo than the rainy input is.
+    before = peak_signal_noise_ratio(clean, rainy)
+    after = peak_signal_noise_ratio(clean, derained)
+    assert after > before + 1.0, (before, after)
+
+
+def test_the_shipped_saved_model_agrees_with_the_shipped_weights():
+    if not SHIPPED_SAVED_MODEL.is_dir():
+        pytest.fail(f"{SHIPPED_SAVED_MODEL} is missing: re-export the shipped weights")
+    network, _ = load_network(checkpoint=SHIPPED_WEIGHTS)
+    rainy, _ = rainy_photo()
+    images = tf.constant(np.stack([rainy[:96, :128], rainy[96:, 128:]]) / 255.0, tf.float32)
+    served = tf.saved_model.load(str(SHIPPED_SAVED_MODEL)).signatures["serving_default"]
+    (output,) = served(images=images).values()
+    expected = (network(images * 2.0 - 1.0, training=False) + 1.0) / 2.0
+    np.testing.assert_allclose(output.numpy(), expected.numpy(), atol=1e-5)
