@@ -1,7 +1,8 @@
 """Training curves of one or more runs from their TensorBoard logs, as a PNG.
 
 ``python -m moss_tf.curves RUN_DIR[=LABEL] ... --output curves.png`` plots, for
-each run, the holdout PSNR (mean over validation splits, RGB) and the memory
+each run, the holdout PSNR (RGB; the ``labeled_style`` split when validated,
+else the mean over validation splits) and the memory
 scales (mean memory-item norm, largest batch-norm moving variance) against the
 step, with stage ``semi`` continuing where ``pretrain`` ended. It reads only
 the run directories' ``<stage>/logs`` (TensorFlow is not needed).
@@ -46,8 +47,11 @@ def run_curves(run_dir: Path) -> dict[str, np.ndarray]:
             continue
         scalars = read_scalars(logs)
         psnr = defaultdict(list)
+        # The labeled-style split when there is one: stages may validate on
+        # different sets of splits, and a mean over different sets misleads.
+        wanted = "labeled_style/psnr_rgb" if "labeled_style/psnr_rgb" in scalars else "/psnr_rgb"
         for tag, points in scalars.items():
-            if tag.endswith("/psnr_rgb"):
+            if tag.endswith(wanted):
                 for step, value in points:
                     psnr[step].append(value)
         curves["psnr"] += [(offset + s, float(np.mean(v))) for s, v in sorted(psnr.items())]
