@@ -145,7 +145,7 @@ def test_the_mode_survives_config_keras_file_and_weights_with_config_yaml(net, t
 
 
 def test_an_unknown_mode_is_refused_naming_the_key():
-    with pytest.raises(ConfigError, match="model.inference_memory.*per_image, batch, frozen"):
+    with pytest.raises(ConfigError, match=r"model\.inference_memory.*per_image, batch, frozen"):
         config_from_dict({"model": {"inference_memory": "per_photo"}})
     with pytest.raises(ValueError, match="per_photo"):
         MemoryBank(inference_memory="per_photo")
