@@ -203,6 +203,14 @@ class MOSSTrainer(keras.Model):
         l_su = l1_loss(predicted, clean)
         return self._track({"loss": l_su, "l_su": l_su})
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds a model under a strategy from a batch of an extra
+        # iterator, all-reduced; that fails for the per-worker datasets of
+        # MultiWorkerMirroredStrategy. Nothing needs it once the optimizer is
+        # built (moss_tf.training.build_trainer builds everything before fit).
+        if self.optimizer is None or not self.optimizer.built:
+            super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     def _track(self, losses):
         for name, value in losses.items():
             self.trackers[name].update_state(value)
