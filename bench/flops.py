@@ -3,7 +3,8 @@
 The counts come from ``tf.compat.v1.profiler`` over the very graph that is
 timed: a ``Conv2D`` counts ``2 * output elements * kernel height * kernel
 width * input channels`` (a multiply and an add per MAC), a ``MatMul``
-``2 * M * N * K``, element-wise arithmetic one per element, and the backward
+``2 * M * N * K`` (a ``BatchMatMul`` that for each of its batch, counted here
+since the profiler does not), element-wise arithmetic one per element, and the backward
 convolutions of a training step (``Conv2DBackpropInput``/``Filter``) as much
 as the forward one. Ops without a registered count (``ResizeBilinear``,
 ``LeakyRelu``, ``Sigmoid``, ``Tanh``, copies) add nothing; in MOSSNet they
@@ -37,7 +38,22 @@ def graph_flops(graph: tf.Graph) -> dict[str, int]:
         if node.float_ops:
             counts[node.name] = counts.get(node.name, 0) + int(node.float_ops)
         pending.extend(node.children)
+    # The profiler has no count for batched matrix products (the memory's
+    # per-image update and read use them): 2 * batch * M * N * K each.
+    for op in graph.get_operations():
+        if op.type.startswith("BatchMatMul"):
+            counts["BatchMatMul"] = counts.get("BatchMatMul", 0) + _batch_matmul_flops(op)
     return counts
+
+
+def _batch_matmul_flops(op) -> int:
+    x = op.inputs[0].shape.as_list()
+    out = op.outputs[0].shape.as_list()
+    depth = x[-2] if op.get_attr("adj_x") else x[-1]
+    batch = 1
+    for size in out[:-2]:
+        batch *= size
+    return 2 * batch * out[-2] * out[-1] * depth
 
 
 def function_flops(concrete_function) -> dict[str, int]:
