@@ -334,7 +334,8 @@ class Checkpointing(StepCallback):
     optimizer, step, validation and guard state); Keras's
     ``BackupAndRestore`` keeps weights and the epoch, not the data position
     or this file format that ``--resume`` reads. Nothing is written during a
-    loss jump (it may be a divergence the guard is about to stop).
+    loss jump (it may be a divergence the guard is about to stop): a
+    checkpoint due then is written at the first step after the jump ends.
     """
 
     def __init__(self, start_step, total_steps, every: int, state: StageState):
@@ -342,14 +343,17 @@ class Checkpointing(StepCallback):
         self.every = every
         self.state = state
         self.saved_step = start_step
+        self.pending = False
 
     def on_step(self, step, logs):
-        if due(step, self.every, self.total_steps) and not self.state.guard.suspicious:
+        self.pending = self.pending or due(step, self.every, self.total_steps)
+        if self.pending and not self.state.guard.suspicious:
             self.save(step)
 
     def save(self, step: int) -> None:
         self.state.save(self.state.paths.last, step)
         self.saved_step = step
+        self.pending = False
 
     def on_train_end(self, logs=None):
         # fit ended early (a user's EarlyStopping, say): keep where it stopped.

@@ -8,6 +8,7 @@ import tensorflow as tf
 from test_training import config
 
 from moss_tf import checkpoints as ckpt
+from moss_tf.callbacks import Checkpointing
 from moss_tf.divergence import DivergenceGuard, scale_signals
 from moss_tf.losses import feature_scale_penalty
 from moss_tf.model import MOSSNet
@@ -34,6 +35,29 @@ def test_the_loss_check_waits_for_the_warmup_and_can_be_turned_off():
     assert feed(DivergenceGuard(patience=2, warmup=10), [1.0, 10.0, 10.0]) == (None, None)
     off = DivergenceGuard(loss_factor=0, patience=1, warmup=0)
     assert feed(off, [0.1] * 5 + [100.0] * 5) == (None, None)
+
+
+class RecordingState:
+    """A stage state that records the steps it is saved at."""
+
+    def __init__(self, guard):
+        self.guard = guard
+        self.paths = type("Paths", (), {"last": "last.npz"})()
+        self.saved = []
+
+    def save(self, path, step):
+        self.saved.append(step)
+
+
+def test_a_checkpoint_due_during_a_loss_jump_is_written_when_the_jump_ends():
+    guard = DivergenceGuard(loss_factor=3.0, patience=50, warmup=5)
+    state = RecordingState(guard)
+    checkpointing = Checkpointing(0, 100, every=10, state=state)
+    losses = [0.1] * 19 + [1.0] * 3 + [0.1] * 18  # a jump over the step-20 checkpoint
+    for step, loss in enumerate(losses, 1):
+        guard.check_loss(step, loss)
+        checkpointing.on_train_batch_end(step - 1)
+    assert state.saved == [10, 23, 30, 40]
 
 
 def test_exploded_or_infinite_scales_are_divergence():
