@@ -185,9 +185,21 @@ def _stderr_without(noise: re.Pattern):
 
 
 def check_model_source(args: argparse.Namespace, cfg) -> None:
-    """Raise CheckpointError when ``--checkpoint`` or the run directory holds no network."""
+    """Raise CheckpointError when ``--checkpoint`` or the run directory holds no network.
+
+    Also ConfigError for a ``--set model.KEY=VALUE``: the network's settings come
+    with the trained network, and changing them would not match its weights.
+    """
+    from moss_tf.config import ConfigError
     from moss_tf.run_files import trained_network_file
 
+    model_overrides = [o for o in args.overrides if o.split("=", 1)[0].startswith("model.")]
+    if model_overrides:
+        raise ConfigError(
+            f"--set {model_overrides[0]}: the network's settings come with the trained "
+            "network (the config.yaml beside its weights) and cannot be changed here; "
+            "for the memory at inference use --inference-memory"
+        )
     if args.checkpoint:
         trained_network_file(checkpoint=args.checkpoint)
     else:

@@ -11,6 +11,7 @@ from conftest import REPO
 
 import evaluate
 import train
+from moss_tf import export_command
 from moss_tf.cli import _has_nvidia_driver, _stderr_without
 from moss_tf.config import ConfigError, OverrideError, load_config
 
@@ -66,6 +67,18 @@ def test_evaluate_names_a_missing_input(tmp_path, capsys):
     code = evaluate.main(["--run-dir", str(run), "--input", "/no/photos", "--output", "o"])
     assert code == 1
     assert "--input /no/photos: not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [evaluate.main, export_command.main])
+def test_model_overrides_are_refused_where_the_network_comes_trained(tmp_path, capsys, command):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.weights.h5").write_bytes(b"")
+    code = command(["--run-dir", str(run), "--set", "model.memory_items=64"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--set model.memory_items=64: the network's settings come with the trained" in err
+    assert "--inference-memory" in err
 
 
 def run_python(code: str, **env) -> subprocess.CompletedProcess:
