@@ -35,7 +35,7 @@ import tensorflow as tf
 from PIL import Image
 
 from moss_tf.inference import Derainer
-from moss_tf.metrics import METRIC_KEYS, image_metrics, to_uint8
+from moss_tf.metrics import METRIC_KEYS, RESULT_KEYS, image_metrics, to_uint8
 
 __all__ = [
     "RESULT_KEYS",
@@ -46,8 +46,6 @@ __all__ = [
     "write_json",
 ]
 
-RESULT_KEYS = ("n", *METRIC_KEYS, *(f"input_{key}" for key in METRIC_KEYS))
-"""Keys of each split's entry, in this order."""
 
 _PANEL_GAP = 4  # white pixels between the three images of a panel
 _BASELINES_KEPT = 4096  # rainy-input scores remembered (a few hundred bytes each)

@@ -49,6 +49,7 @@ from scipy import ndimage
 
 __all__ = [
     "METRIC_KEYS",
+    "RESULT_KEYS",
     "image_metrics",
     "psnr",
     "psnr_rgb",
@@ -62,6 +63,10 @@ __all__ = [
 
 METRIC_KEYS = ("psnr_rgb", "ssim_rgb", "psnr_y", "ssim_y")
 """The keys :func:`image_metrics` returns, in table order."""
+
+RESULT_KEYS = ("n", *METRIC_KEYS, *(f"input_{key}" for key in METRIC_KEYS))
+"""Keys of a scored test split (``moss_tf.evaluation.evaluate``): its size, the
+derained output's metrics, the rainy input's metrics, in this order."""
 
 _PEAK = 255.0
 # MATLAB rgb2ycbcr, Y row, for r, g, b in [0, 1] (ITU-R BT.601, studio swing).

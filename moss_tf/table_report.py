@@ -15,23 +15,15 @@ import platform
 import time
 from pathlib import Path
 
+from moss_tf.metrics import RESULT_KEYS
 from moss_tf.paper_tables import PAPER_RAINY_INPUT
 
 __all__ = ["budget_line", "write_report"]
 
+ROW_FIELDS = ("table", "row", "label", "pretrain", "split")
 CSV_FIELDS = (
-    "table",
-    "row",
-    "label",
-    "pretrain",
-    "split",
-    "n",
-    "psnr_rgb",
-    "ssim_rgb",
-    "psnr_y",
-    "ssim_y",
-    "input_psnr_rgb",
-    "input_ssim_rgb",
+    *ROW_FIELDS,
+    *RESULT_KEYS,  # n, ours in both conventions, the rainy input in both
     "paper_psnr_rgb",
     "paper_ssim_rgb",
     "run_dir",
@@ -232,7 +224,7 @@ def write_csv(data: dict, path: Path) -> None:
                         "label": row["label"],
                         "pretrain": row["pretrain"],
                         "split": split,
-                        **{k: ours.get(k) for k in CSV_FIELDS[5:12]},
+                        **{k: ours.get(k) for k in RESULT_KEYS},
                         "paper_psnr_rgb": paper[0],
                         "paper_ssim_rgb": paper[1],
                         "run_dir": row["run_dir"],
