@@ -177,22 +177,36 @@ def training(
         "forward_flops_per_crop": forward_flops(trainer.online, crop),
         "baseline_rss_mb": max_rss_mb(),
     }
+    result.update(time_steps(lambda: float(step(batch)["loss"]), min_steps, seconds))
+    return result
+
+
+def time_steps(run_step, min_steps: int, seconds: float) -> dict:
+    """Time ``run_step()`` (one training step that returns when it is done).
+
+    The first call (tracing, warm-up) is timed on its own; then at least
+    ``min_steps`` steps and at least ``seconds`` seconds are.
+
+    Returns:
+        ``first_step_s``, ``steps``, ``seconds_per_step``, ``cores_used``
+        and ``peak_rss_mb``.
+    """
     start = time.perf_counter()
-    float(step(batch)["loss"])  # waits for the step to finish
-    result["first_step_s"] = time.perf_counter() - start
+    run_step()
+    first = time.perf_counter() - start
     steps, start = 0, time.perf_counter()
     with CoresUsed() as usage:
         while steps < min_steps or time.perf_counter() - start < seconds:
-            float(step(batch)["loss"])
+            run_step()
             steps += 1
     elapsed = time.perf_counter() - start
-    result.update(
-        steps=steps,
-        seconds_per_step=elapsed / steps,
-        cores_used=usage.cores,
-        peak_rss_mb=max_rss_mb(),
-    )
-    return result
+    return {
+        "first_step_s": first,
+        "steps": steps,
+        "seconds_per_step": elapsed / steps,
+        "cores_used": usage.cores,
+        "peak_rss_mb": max_rss_mb(),
+    }
 
 
 def pipeline(config: str, seconds: float = 3.0, threads: int | None = None) -> dict:

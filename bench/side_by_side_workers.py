@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from bench._worker import CoresUsed, max_rss_mb
+from bench._worker import CoresUsed, max_rss_mb, time_steps
 
 
 def _setup_torch(threads: int | None):
@@ -87,21 +87,7 @@ def reference_training(
         raise ValueError(f"stage must be 'pretrain' or 'semi', got {stage!r}")
     result = {"stage": stage, "batch_size": batch_size, "crop_size": crop_size}
     result["baseline_rss_mb"] = max_rss_mb()
-    start = time.perf_counter()
-    step(*batch)
-    result["first_step_s"] = time.perf_counter() - start
-    steps, start = 0, time.perf_counter()
-    with CoresUsed() as usage:
-        while steps < min_steps or time.perf_counter() - start < seconds:
-            step(*batch)
-            steps += 1
-    elapsed = time.perf_counter() - start
-    result.update(
-        steps=steps,
-        seconds_per_step=elapsed / steps,
-        cores_used=usage.cores,
-        peak_rss_mb=max_rss_mb(),
-    )
+    result.update(time_steps(lambda: step(*batch), min_steps, seconds))
     return result
 
 
