@@ -45,8 +45,10 @@ def test_shards_give_the_crops_of_the_loose_files(tmp_path):
         return _data(labeled=labeled, unlabeled={"rainy": str(rainy)}, load=load)
 
     _, from_files = _first_batches(config(loose, loose / "rain", "stream"), with_unlabeled=True)
-    for load in ("stream", "memory"):
-        data, from_shards = _first_batches(config(paired, unpaired, load), with_unlabeled=True)
+    # Streamed: labeled pairs from shards, unlabeled images from shards and loose files
+    # mixed (the leftover rainy inputs and a loose folder). In memory: all from shards.
+    for rainy, load in ((loose / "rain", "stream"), (unpaired, "memory")):
+        data, from_shards = _first_batches(config(paired, rainy, load), with_unlabeled=True)
         assert "shards of rain/ + norain/" in data.description
         for expected, got in zip(from_files, from_shards, strict=True):
             np.testing.assert_array_equal(expected, got, err_msg=load)

@@ -211,6 +211,8 @@ class FileImages:
         self.count = len(probes)
         self.channels = 3
         files, offsets, lengths, file_bytes = zip(*map(_location, probes), strict=True)
+        in_shards = {offset >= 0 for offset in offsets}
+        self.sharded = in_shards.pop() if len(in_shards) == 1 else None  # None: some of each
         self.paths = tf.constant(files)
         self.offsets = tf.constant(offsets, dtype=tf.int64)
         self.lengths = tf.constant(lengths, dtype=tf.int64)
@@ -226,11 +228,16 @@ class FileImages:
     def _contents(self, index: tf.Tensor) -> tf.Tensor:
         """The encoded bytes of image ``index``."""
         path, offset = self.paths[index], self.offsets[index]
-        return tf.cond(
-            offset < 0,
-            lambda: tf.io.read_file(path),
-            lambda: _read_range(path, offset, self.lengths[index], self.file_bytes[index]),
-        )
+
+        def whole_file():
+            return tf.io.read_file(path)
+
+        def byte_range():
+            return _read_range(path, offset, self.lengths[index], self.file_bytes[index])
+
+        if self.sharded is None:  # loose files and shards mixed: decided per image
+            return tf.cond(offset < 0, whole_file, byte_range)
+        return byte_range() if self.sharded else whole_file()
 
     def get(self, index: tf.Tensor) -> tf.Tensor:
         """Image ``index`` as uint8 ``[H, W, 3]`` in [0, 255], read from its file."""
