@@ -12,6 +12,17 @@ where every file's bytes start and what its header says (see
 (``data.labeled.pairs=DIR``, ``data.unlabeled.rainy=DIR``, ``data.test=DIR``):
 training reads the same images, and gives the same crops for the same seed.
 
+How training reads shards, and how it shuffles: the stream keeps its
+stateless permutation of the files per epoch (see
+:mod:`moss_tf.data.pipeline`), and each element reads its file's byte range
+from its shard (the manifest is the index) in the stream's parallel
+``map``. So the order, the crops, ``--resume`` without replay and each
+worker's share are those of the loose files, memory holds four numbers per
+file, and there is no shuffle buffer (whose order would depend on the
+shard layout and could not equal the loose files'). The price: reads are
+random, one per image, as with loose files; what shards save is the
+opening, listing and header reading of many small files.
+
 ``--verify`` reads every shard through TensorFlow's TFRecord reader, which
 checks each record's checksum, and compares the records with the manifest,
 naming the first shard and file at fault.
