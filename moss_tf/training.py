@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -38,9 +39,12 @@ __all__ = [
     "is_chief",
     "make_strategy",
     "run_stage",
+    "stage_batches",
     "stage_steps",
+    "training_data",
     "training_dataset",
     "validation_sets",
+    "worker_batches",
 ]
 
 
@@ -106,50 +110,88 @@ def build_trainer(cfg: ExperimentConfig, stage: str, init_weights: Path | None =
     return trainer
 
 
-def training_dataset(cfg: ExperimentConfig, stage: str, start_step: int) -> tf.data.Dataset:
-    """Global batches of ``stage`` from ``start_step`` on, as an uninterrupted run sees them."""
+def training_data(cfg: ExperimentConfig, stage: str, start_step: int):
+    """The stage's :class:`~moss_tf.data.TrainingData` from batch ``start_step`` on.
+
+    Deterministic under its seed: starting at the batch an earlier run
+    reached makes a resumed run see exactly what it would have (the skipped
+    batches are never made).
+    """
     from moss_tf.data import build_training_data
 
-    data = build_training_data(
+    return build_training_data(
         cfg.data,
         batch_size=cfg.train.batch_size,
         crop_size=cfg.train.crop_size,
         seed=cfg.train.seed,
         with_unlabeled=stage == "semi",
-        # Deterministic under its seed: starting at the batch an earlier run
-        # reached makes a resumed run see exactly what it would have.
         start_step=start_step,
     )
-    if stage == "semi":
-        return tf.data.Dataset.zip((data.labeled, data.unlabeled))
-    return data.labeled
 
 
-def distribute(strategy: tf.distribute.Strategy, dataset: tf.data.Dataset, global_batch: int):
+def stage_batches(data, rows: tuple[int, int] | None = None) -> tf.data.Dataset:
+    """Batches a step takes: labeled, or (labeled, unlabeled) when there is an unlabeled stream.
+
+    ``rows=(start, stop)``: only those rows of each global batch, made
+    without reading the images of the others (:meth:`TrainingData.rows`).
+    """
+    labeled, unlabeled = (data.labeled, data.unlabeled) if rows is None else data.rows(*rows)
+    return labeled if unlabeled is None else tf.data.Dataset.zip((labeled, unlabeled))
+
+
+def training_dataset(cfg: ExperimentConfig, stage: str, start_step: int) -> tf.data.Dataset:
+    """Global batches of ``stage`` from ``start_step`` on, as an uninterrupted run sees them."""
+    return stage_batches(training_data(cfg, stage, start_step))
+
+
+def worker_batches(
+    batches: Callable[[tuple[int, int] | None], tf.data.Dataset],
+    context: tf.distribute.InputContext,
+    global_batch: int,
+) -> tf.data.Dataset:
+    """One input pipeline's per-replica batches: its replicas' rows of each global batch.
+
+    ``batches(rows)`` makes rows ``start:stop`` of every global batch (all of
+    it for ``None``). A pipeline feeding every replica (one machine) makes
+    the global batches; a worker of a cluster makes only its rows, so it
+    reads and decodes its share of the files (``1 / workers``), not all of
+    them. Each dataset element is one local replica's slice, in replica order.
+    """
+    per_replica = global_batch // context.num_replicas_in_sync
+    local = context.num_replicas_in_sync // context.num_input_pipelines
+    rows = None
+    if context.num_input_pipelines > 1:
+        start = context.input_pipeline_id * local * per_replica
+        rows = (start, start + local * per_replica)
+
+    def split(*tensors):
+        chunks = [
+            tf.reshape(t[: local * per_replica], [local, per_replica, *t.shape[1:]])
+            for t in tf.nest.flatten(tensors)
+        ]
+        return tf.data.Dataset.from_tensor_slices(tf.nest.pack_sequence_as(tensors, chunks))
+
+    return batches(rows).flat_map(split).prefetch(tf.data.AUTOTUNE)
+
+
+def distribute(
+    strategy: tf.distribute.Strategy,
+    batches: Callable[[tuple[int, int] | None], tf.data.Dataset],
+    global_batch: int,
+):
     """Per-replica slices of each global batch, on one machine or several.
 
-    Every input pipeline (one per worker) builds the same global batches and
-    keeps its own slice, which it splits between its local replicas; so N
-    replicas together see exactly the batch one device would.
+    ``batches(rows)`` makes rows ``start:stop`` of every global batch (see
+    :func:`stage_batches`). Every worker makes its own rows of the same
+    global batches (:func:`worker_batches`) and splits them between its
+    local replicas; so N replicas together see exactly the batch one device
+    would, and no worker reads another's images.
     """
     if strategy.num_replicas_in_sync == 1:
-        return strategy.experimental_distribute_dataset(dataset)
-    per_replica = global_batch // strategy.num_replicas_in_sync
+        return strategy.experimental_distribute_dataset(batches(None))
 
     def input_fn(context: tf.distribute.InputContext):
-        local = context.num_replicas_in_sync // context.num_input_pipelines
-        start = context.input_pipeline_id * local * per_replica
-
-        def split(*tensors):
-            chunks = [
-                tf.reshape(
-                    t[start : start + local * per_replica], [local, per_replica, *t.shape[1:]]
-                )
-                for t in tf.nest.flatten(tensors)
-            ]
-            return tf.data.Dataset.from_tensor_slices(tf.nest.pack_sequence_as(tensors, chunks))
-
-        return dataset.flat_map(split).prefetch(tf.data.AUTOTUNE)
+        return worker_batches(batches, context, global_batch)
 
     return strategy.distribute_datasets_from_function(input_fn)
 
@@ -231,12 +273,17 @@ def _run_stage(cfg, stage, run_dir, resume, init, strategy, verbose, callbacks) 
     save_config(cfg, paths.folder / ckpt.CONFIG_FILE)
     if is_chief(strategy):
         save_config(cfg, run_dir / ckpt.CONFIG_FILE)
-    dataset = training_dataset(cfg, stage, step)
-    ours = _stage_callbacks(cfg, stage, trainer, state, step, say, panel_batch=next(iter(dataset)))
+    data = training_data(cfg, stage, step)
+
+    def batches(rows=None):
+        return stage_batches(data, rows)
+
+    panel_batch = next(iter(batches()))  # the global batch, for TensorBoard's image panels
+    ours = _stage_callbacks(cfg, stage, trainer, state, step, say, panel_batch)
     with ours["signals"]:
         if step < stage_steps(cfg, stage):  # a finished stage resumed trains no more
             trainer.fit(
-                distribute(strategy, dataset, cfg.train.batch_size),
+                distribute(strategy, batches, cfg.train.batch_size),
                 **_epochs(stage_steps(cfg, stage), cfg.train.validate_every, step),
                 callbacks=[*ours.values(), *callbacks],
                 shuffle=False,  # the stream is shuffled, by seed (Keras would only warn)

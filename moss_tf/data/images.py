@@ -9,6 +9,7 @@ file, never a bare Pillow traceback.
 
 from __future__ import annotations
 
+import io
 import re
 import warnings
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from moss_tf.data.errors import DataError, ImageError
+from moss_tf.data.shard_files import ShardMember
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -70,17 +72,27 @@ def list_images(folder: str | Path) -> list[Path]:
     )
 
 
-def _open(path: Path) -> Image.Image:
-    """Open ``path`` lazily (header only) with a clear error for non-images."""
+def _source(path: Path | ShardMember) -> Path | io.BytesIO:
+    """What Pillow opens: the file, or the bytes of a file stored in a shard."""
+    if isinstance(path, ShardMember):
+        if path.length == 0:
+            raise ImageError(f"{path}: empty file (0 bytes)")
+        return io.BytesIO(path.read_bytes())
     if not path.is_file():
         raise ImageError(f"{path}: file not found")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file (0 bytes)")
+    return path
+
+
+def _open(path: Path | ShardMember) -> Image.Image:
+    """Open ``path`` lazily (header only) with a clear error for non-images."""
+    source = _source(path)
     try:
         with warnings.catch_warnings():
             # We apply our own pixel limit below; Pillow's warning would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+            image = Image.open(source)
     except Image.DecompressionBombError:
         raise ImageError(f"{path}: too many pixels (limit {MAX_PIXELS:,})") from None
     except UnidentifiedImageError:
@@ -122,10 +134,11 @@ def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
+def read_image(path: str | Path | ShardMember, max_side: int | None = None) -> np.ndarray:
     """Decode one image file to RGB uint8 ``[H, W, 3]`` in [0, 255].
 
-    Formats: PNG, JPEG, BMP, TIFF, WebP (anything Pillow reads). Rules:
+    Formats: PNG, JPEG, BMP, TIFF, WebP (anything Pillow reads). ``path`` may
+    also be a file stored in a shard folder (its original bytes). Rules:
 
     * EXIF orientation is applied, so the array is upright as a viewer shows it.
     * Grayscale and palette images are expanded to three equal channels.
@@ -147,7 +160,7 @@ def read_image(path: str | Path, max_side: int | None = None) -> np.ndarray:
 
         rainy = read_image("rain/input1.png")  # uint8 [H, W, 3] in [0, 255]
     """
-    path = Path(path)
+    path = path if isinstance(path, ShardMember) else Path(path)
     with _open(path) as image:
         try:
             if max_side is not None and max(image.size) > max_side:

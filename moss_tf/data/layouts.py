@@ -18,6 +18,10 @@ An unpaired source is a folder of images or a text file with one path per
 line. In list files, blank lines and lines starting with ``#`` are ignored,
 relative paths are relative to the list file, and paths with spaces are
 quoted (shell rules) in pair lists.
+
+A shard folder (``python -m moss_tf.data.shards``) is read wherever a folder
+is: its pairs or images come from its manifest, in the packed folder's order,
+as :class:`~moss_tf.data.shard_files.ShardMember` objects in place of paths.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 
 from moss_tf.data.errors import DataError, ImageError
 from moss_tf.data.images import IMAGE_EXTENSIONS, list_images, natural_key
+from moss_tf.data.shard_files import ShardMember, is_shard_folder, open_shards
 
 __all__ = [
     "PAIRED_LAYOUTS",
@@ -53,8 +58,8 @@ log = logging.getLogger("moss_tf.data")
 class Pair:
     """One rainy image and its clean target; ``name`` is the rainy file's stem."""
 
-    rainy: Path
-    clean: Path
+    rainy: Path | ShardMember
+    clean: Path | ShardMember
 
     @property
     def name(self) -> str:
@@ -164,6 +169,8 @@ def find_pairs(source: Path, on_bad_image: str = "error") -> tuple[list[Pair], s
     if source.is_file():
         rows = _read_list(source, columns=2)
         return [Pair(rainy, clean) for rainy, clean in rows], "pair list"
+    if is_shard_folder(source):
+        return _shard_pairs(source)
     if not source.is_dir():
         raise DataError(f"{source}: not found")
     layout = detect_layout(source)
@@ -197,14 +204,26 @@ def find_pairs(source: Path, on_bad_image: str = "error") -> tuple[list[Pair], s
     return pairs, layout.name
 
 
-def find_images(source: Path) -> list[Path]:
-    """Image files of a folder (natural order) or of a list file (one path per line).
+def _shard_pairs(source: Path) -> tuple[list[Pair], str]:
+    shards = open_shards(source)
+    if shards.kind != "paired":
+        raise DataError(f"{source}: shards of unpaired images, not pairs")
+    return [Pair(rainy, clean) for rainy, clean in shards.pairs], f"shards of {shards.layout}"
+
+
+def find_images(source: Path) -> list[Path | ShardMember]:
+    """Image files of a folder (natural order), a list file (one path per line) or shards.
 
     Raises:
         DataError: missing source or no images in it.
     """
     if source.is_file():
         return [row[0] for row in _read_list(source, columns=1)]
+    if is_shard_folder(source):
+        shards = open_shards(source)
+        if shards.kind != "unpaired":
+            raise DataError(f"{source}: shards of pairs; name it as data.labeled.pairs")
+        return shards.images
     images = list_images(source)
     if not images:
         raise DataError(
@@ -250,7 +269,7 @@ def find_test_splits(source: Path, on_bad_image: str = "error") -> dict[str, lis
     * Any other paired layout or a pair list: one split named after it.
     * A folder whose sub-folders are paired layouts: one split per sub-folder.
     """
-    if source.is_dir() and detect_layout(source) is None:
+    if source.is_dir() and detect_layout(source) is None and not is_shard_folder(source):
         subfolders = sorted(
             (p for p in source.iterdir() if p.is_dir() and detect_layout(p)), key=natural_key
         )

@@ -6,13 +6,19 @@ Training streams are infinite and deterministic: element ``k`` of a stream
 is made from seed ``fold_in([seed, stream], k)`` with stateless random ops
 (crop position, flip, rain), and the image order is a seeded shuffle per
 epoch. Same seed, same batches, whatever the thread count.
+
+A worker of a cluster makes only its rows of each global batch
+(:meth:`TrainingData.rows`): the image order is computed for the whole
+batch (indices only), the other rows are dropped before any file is read,
+and the kept rows are exactly those of the global batch. Each worker thus
+reads and decodes its share of the files, not all of them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +81,16 @@ class TrainingData:
     num_labeled: int
     num_unlabeled: int
     description: str
+    _rows: Callable[[tuple[int, int]], tuple] | None = field(default=None, repr=False)
+
+    def rows(self, start: int, stop: int) -> tuple[tf.data.Dataset, tf.data.Dataset | None]:
+        """(labeled, unlabeled) streams of rows ``start:stop`` of every global batch.
+
+        Batch ``n`` of these streams equals ``batch[start:stop]`` of batch ``n``
+        of :attr:`labeled` (and :attr:`unlabeled`), but the images of the
+        other rows are never read: a worker of a cluster reads only its share.
+        """
+        return self._rows((start, stop))
 
 
 # --------------------------------------------------------------------------- crops
@@ -104,6 +120,7 @@ def _stream(
     stream: int,
     batch_size: int,
     start_step: int,
+    rows: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Infinite dataset of ``make(image_index, element_seed)``, batched and prefetched.
 
@@ -112,7 +129,8 @@ def _stream(
     Every iterator of the dataset yields the same batches: the epoch orders
     are stateless permutations (a ``shuffle`` op would draw each new
     iterator's orders from a shared generator, and Keras's ``fit`` makes an
-    extra iterator under a distribution strategy).
+    extra iterator under a distribution strategy). With ``rows=(start,
+    stop)`` only those rows of each batch are made (a worker's share).
     """
     base = tf.constant([seed, stream], dtype=tf.int64)
 
@@ -127,13 +145,20 @@ def _stream(
         shuffled = tf.random.experimental.stateless_shuffle(indices, epoch_seed)
         return tf.data.Dataset.from_tensor_slices(shuffled)
 
+    indices = (
+        tf.data.Dataset.counter().flat_map(epoch_order).enumerate().skip(start_step * batch_size)
+    )
+    start, stop = rows or (0, batch_size)
+    if rows is not None:  # indices only: the dropped rows' images are never read
+
+        def in_rows(step, index):
+            row = step % batch_size
+            return (row >= start) & (row < stop)
+
+        indices = indices.filter(in_rows)
     return (
-        tf.data.Dataset.counter()
-        .flat_map(epoch_order)
-        .enumerate()
-        .skip(start_step * batch_size)
-        .map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
-        .batch(batch_size, drop_remainder=True)
+        indices.map(element, num_parallel_calls=AUTOTUNE, deterministic=True)
+        .batch(stop - start, drop_remainder=True)
         .prefetch(AUTOTUNE)
     )
 
@@ -442,25 +467,33 @@ def build_training_data(
     """
     loader = _Loader(data_cfg, min_side=crop_size)
     stream = {"seed": seed, "batch_size": batch_size, "start_step": start_step}
-    make, num_labeled, rest, text = _labeled_source(loader, data_cfg, crop_size)
-    labeled = _stream(num_labeled, make, stream=_LABELED, **stream)
+    make_labeled, num_labeled, rest, text = _labeled_source(loader, data_cfg, crop_size)
     descriptions = [f"labeled: {text}"]
-
-    unlabeled, num_unlabeled = None, 0
+    make_unlabeled, num_unlabeled = None, 0
     if with_unlabeled:
-        make, num_unlabeled, text = _unlabeled_source(loader, data_cfg, rest, crop_size)
-        unlabeled = _stream(num_unlabeled, make, stream=_UNLABELED, **stream)
+        make_unlabeled, num_unlabeled, text = _unlabeled_source(loader, data_cfg, rest, crop_size)
         descriptions.append(f"unlabeled: {text}")
+
+    def streams(rows: tuple[int, int] | None = None) -> tuple:
+        labeled = _stream(num_labeled, make_labeled, stream=_LABELED, rows=rows, **stream)
+        unlabeled = None
+        if make_unlabeled is not None:
+            unlabeled = _stream(
+                num_unlabeled, make_unlabeled, stream=_UNLABELED, rows=rows, **stream
+            )
+        if data_cfg.service is not None:
+            labeled = _on_service(labeled, data_cfg.service)
+            unlabeled = None if unlabeled is None else _on_service(unlabeled, data_cfg.service)
+        return labeled, unlabeled
+
     if loader.streamed:
         where = ", ".join(loader.streamed)
         descriptions.append(f"streamed from their files (data.load={data_cfg.load}): {where}")
     if data_cfg.service is not None:
-        labeled = _on_service(labeled, data_cfg.service)
-        unlabeled = None if unlabeled is None else _on_service(unlabeled, data_cfg.service)
         descriptions.append(f"made by the tf.data service at {data_cfg.service}")
     description = "\n".join(descriptions)
     log.info("training data:\n%s", description)
-    return TrainingData(labeled, unlabeled, num_labeled, num_unlabeled, description)
+    return TrainingData(*streams(), num_labeled, num_unlabeled, description, streams)
 
 
 # --------------------------------------------------------------------------- test sets

@@ -33,6 +33,7 @@ import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from moss_tf.data.images import MAX_PIXELS
+from moss_tf.data.shard_files import ShardMember
 
 __all__ = ["FileImages", "ImageProbe", "probe_images", "scaled_size"]
 
@@ -92,11 +93,27 @@ def _probe(path: Path) -> ImageProbe:
     return ImageProbe(path, height, width, orientation, alpha, problem)
 
 
-def probe_images(paths: Sequence[Path]) -> list[ImageProbe]:
-    """Read the headers of ``paths`` in parallel threads, in order. No pixels are decoded."""
+def _recall(member: ShardMember) -> ImageProbe:
+    """The probe of a file stored in a shard, from what its manifest says (no reading)."""
+    return ImageProbe(
+        member, member.height, member.width, member.orientation, member.alpha, member.problem
+    )
+
+
+def probe_images(paths: Sequence[Path | ShardMember]) -> list[ImageProbe]:
+    """Read the headers of ``paths`` in parallel threads, in order. No pixels are decoded.
+
+    Files stored in shards are not read: their manifest holds their headers.
+    """
+    if all(isinstance(p, ShardMember) for p in paths):
+        return [_recall(p) for p in paths]
     workers = min(8, 2 * (os.cpu_count() or 1))
+
+    def probe(path):
+        return _recall(path) if isinstance(path, ShardMember) else _probe(path)
+
     with ThreadPoolExecutor(max_workers=workers) as executor:
-        return list(executor.map(_probe, paths, chunksize=64))
+        return list(executor.map(probe, paths, chunksize=64))
 
 
 def scaled_size(height: int, width: int, max_side: int | None) -> tuple[int, int]:
@@ -158,8 +175,29 @@ def _area_downscale(image: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     return tf.cond(tf.reduce_all(tf.shape(image)[:2] == size), lambda: image, resize)
 
 
+def _read_range(file: tf.Tensor, offset: tf.Tensor, length: tf.Tensor, size: tf.Tensor):
+    """``length`` bytes of ``file`` from ``offset`` (a file stored in a shard of ``size`` bytes)."""
+    after = size - offset - length
+    record = tf.data.FixedLengthRecordDataset(file, length, header_bytes=offset, footer_bytes=after)
+    return record.get_single_element()
+
+
+def _location(probe: ImageProbe) -> tuple[str, int, int, int]:
+    """(file, offset, length, file size) to read; offset -1 = the whole file."""
+    member = probe.path
+    if isinstance(member, ShardMember):
+        return str(member.shard), member.offset, member.length, member.shard_bytes
+    return str(member), -1, 0, 0
+
+
 class FileImages:
     """Images read from files per element; ``get(i)`` works like ``ImagePool.get``.
+
+    A loose file is read whole (``tf.io.read_file``); a file stored in a shard
+    is read from its byte range (a one-record ``FixedLengthRecordDataset``).
+    Either way only the file's own bytes are read, in the parallel ``map`` of
+    the stream, so elements keep their order and seeds: the same crops come
+    from loose files and from their shards.
 
     Args:
         probes: the files, as :func:`probe_images` saw them (none with a problem).
@@ -172,7 +210,13 @@ class FileImages:
         self.max_side = max_side
         self.count = len(probes)
         self.channels = 3
-        self.paths = tf.constant([str(p.path) for p in probes])
+        files, offsets, lengths, file_bytes = zip(*map(_location, probes), strict=True)
+        in_shards = {offset >= 0 for offset in offsets}
+        self.sharded = in_shards.pop() if len(in_shards) == 1 else None  # None: some of each
+        self.paths = tf.constant(files)
+        self.offsets = tf.constant(offsets, dtype=tf.int64)
+        self.lengths = tf.constant(lengths, dtype=tf.int64)
+        self.file_bytes = tf.constant(file_bytes, dtype=tf.int64)
         self.orientation = tf.constant([p.orientation for p in probes], dtype=tf.int32)
         self.alpha = tf.constant([p.alpha for p in probes])
         sizes = [scaled_size(p.height, p.width, max_side) for p in probes]
@@ -181,9 +225,23 @@ class FileImages:
     def __len__(self) -> int:
         return self.count
 
+    def _contents(self, index: tf.Tensor) -> tf.Tensor:
+        """The encoded bytes of image ``index``."""
+        path, offset = self.paths[index], self.offsets[index]
+
+        def whole_file():
+            return tf.io.read_file(path)
+
+        def byte_range():
+            return _read_range(path, offset, self.lengths[index], self.file_bytes[index])
+
+        if self.sharded is None:  # loose files and shards mixed: decided per image
+            return tf.cond(offset < 0, whole_file, byte_range)
+        return byte_range() if self.sharded else whole_file()
+
     def get(self, index: tf.Tensor) -> tf.Tensor:
         """Image ``index`` as uint8 ``[H, W, 3]`` in [0, 255], read from its file."""
         index = tf.cast(index, tf.int32)
-        image = _decode(tf.io.read_file(self.paths[index]), self.alpha[index])
+        image = _decode(self._contents(index), self.alpha[index])
         image = _orient(image, self.orientation[index])
         return _area_downscale(image, self.sizes[index])
