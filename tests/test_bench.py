@@ -218,3 +218,16 @@ def test_worker_process_reports_its_result_and_its_failure():
     bad = Measurement("pipeline/x", "pipeline", {"config": "configs/no_such.yaml"}, "")
     failed = run_worker(bad)
     assert failed["error"].startswith("exit code 1") and "no_such.yaml" in failed["error"]
+
+
+def test_shard_bench_reports_both_sources_and_both_worker_inputs(capsys):
+    from bench import bench_shards
+
+    assert bench_shards.main(["--pairs", "3", "--seconds", "0.2", "--batch-size", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "3 pairs of 512x384 JPEGs" in out and "into 1 shard(s)" in out
+    for source in ("loose files", "shards"):
+        (line,) = [x for x in out.splitlines() if x.strip().startswith(source) and "labeled" in x]
+        assert float(line.split("labeled")[1].split()[0]) > 0
+        (worker,) = [x for x in out.splitlines() if x.strip().startswith(source) and "worker" in x]
+        assert worker.count("crops/s") == 2
