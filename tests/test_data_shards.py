@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from test_data_stream import _data, _first_batches, _pairs
+from test_data_stream import _assert_resumes_at_step_2, _data, _first_batches, _pairs
 
 from moss_tf.data import DataError, build_test_sets, build_training_data
 from moss_tf.data.shard_files import MANIFEST, open_shards
@@ -52,16 +52,7 @@ def test_shards_give_the_crops_of_the_loose_files(tmp_path):
         assert "shards of rain/ + norain/" in data.description
         for expected, got in zip(from_files, from_shards, strict=True):
             np.testing.assert_array_equal(expected, got, err_msg=load)
-    resumed = build_training_data(
-        config(paired, unpaired, "stream"),
-        batch_size=4,
-        crop_size=16,
-        seed=3,
-        with_unlabeled=False,
-        start_step=2,
-    )
-    rainy, clean = next(iter(resumed.labeled))
-    np.testing.assert_array_equal(np.concatenate([rainy, clean], -1), from_files[0][2])
+    _assert_resumes_at_step_2(config(paired, unpaired, "stream"), from_files[0])
     (split,) = build_test_sets(_data(test=str(paired))).values()
     (loose_split,) = build_test_sets(_data(test=str(loose))).values()
     for a, b in zip(split, loose_split, strict=True):

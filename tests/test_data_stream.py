@@ -42,6 +42,15 @@ def _first_batches(cfg, batches=3, **kwargs):
     return data, [np.stack([_joined(b) for b in s.take(batches)]) for s in streams]
 
 
+def _assert_resumes_at_step_2(cfg, first_batches) -> None:
+    """A stream started at step 2 yields the labeled batch ``_first_batches`` saw third."""
+    resumed = build_training_data(
+        cfg, batch_size=4, crop_size=16, seed=3, with_unlabeled=False, start_step=2
+    )
+    rainy, clean = next(iter(resumed.labeled))
+    np.testing.assert_array_equal(np.concatenate([rainy, clean], -1), first_batches[2])
+
+
 def _joined(batch) -> np.ndarray:
     return np.concatenate(batch, -1) if isinstance(batch, tuple) else batch.numpy()
 
@@ -59,16 +68,7 @@ def test_streamed_batches_equal_in_memory_batches_for_the_same_seed(tmp_path):
     assert "streamed from their files (data.load=stream)" in data.description
     for in_memory, from_files in zip(memory, streamed, strict=True):
         np.testing.assert_array_equal(in_memory, from_files)
-    resumed = build_training_data(
-        _data(**common, load="stream"),
-        batch_size=4,
-        crop_size=16,
-        seed=3,
-        with_unlabeled=False,
-        start_step=2,
-    )
-    rainy, clean = next(iter(resumed.labeled))
-    np.testing.assert_array_equal(np.concatenate([rainy, clean], -1), streamed[0][2])
+    _assert_resumes_at_step_2(_data(**common, load="stream"), streamed[0])
 
 
 def test_auto_streams_only_the_sources_that_do_not_fit(tmp_path):

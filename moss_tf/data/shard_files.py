@@ -18,17 +18,36 @@ This module does not import TensorFlow (configs are checked before it starts).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from moss_tf.data.errors import DataError
 
-__all__ = ["MANIFEST", "ShardMember", "ShardSet", "is_shard_folder", "open_shards"]
+__all__ = ["MANIFEST", "ImageHeader", "ShardMember", "ShardSet", "is_shard_folder", "open_shards"]
 
 #: The manifest's file name; a folder holding it is read as shards.
 MANIFEST = "manifest.json"
 FORMAT = "moss-tf image shards"
 VERSION = 1
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says: oriented full size, orientation, transparency.
+
+    Attributes:
+        height, width: oriented full size in pixels.
+        orientation: EXIF orientation 1..8 (1 = upright).
+        alpha: whether the image has transparency.
+        problem: None when the tf.data graph decoders read the file as
+            :func:`~moss_tf.data.images.read_image` does, else a sentence saying why not.
+    """
+
+    height: int = 0
+    width: int = 0
+    orientation: int = 1
+    alpha: bool = False
+    problem: str | None = None
 
 
 @dataclass(frozen=True)
@@ -44,10 +63,7 @@ class ShardMember:
         length: number of bytes of the file.
         shard_bytes: size of ``shard`` in bytes.
         name: the file's path relative to the packed folder (``rain/12.png``).
-        height, width: oriented full size in pixels, as the file's header says.
-        orientation: EXIF orientation 1..8 (1 = upright).
-        alpha: whether the image has transparency.
-        problem: why the tf.data graph cannot read the file, or None.
+        header: what the file's header said when it was packed.
     """
 
     shard: Path
@@ -55,11 +71,7 @@ class ShardMember:
     length: int
     shard_bytes: int
     name: str
-    height: int = 0
-    width: int = 0
-    orientation: int = 1
-    alpha: bool = False
-    problem: str | None = None
+    header: ImageHeader = field(default_factory=ImageHeader)
 
     @property
     def stem(self) -> str:
@@ -139,7 +151,9 @@ def _check_shards(folder: Path, shards: list[dict]) -> list[Path]:
 
 def _with_problem(member: ShardMember, problem: str | None) -> ShardMember:
     """``member`` with the manifest's problem sentence, prefixed by the member's name."""
-    return member if problem is None else replace(member, problem=f"{member}: {problem}")
+    if problem is None:
+        return member
+    return replace(member, header=replace(member.header, problem=f"{member}: {problem}"))
 
 
 def open_shards(folder: Path) -> ShardSet:
@@ -158,10 +172,9 @@ def open_shards(folder: Path) -> ShardSet:
                 length=entry["length"],
                 shard_bytes=manifest["shards"][entry["shard"]]["bytes"],
                 name=entry["name"],
-                height=entry["height"],
-                width=entry["width"],
-                orientation=entry["orientation"],
-                alpha=entry["alpha"],
+                header=ImageHeader(
+                    entry["height"], entry["width"], entry["orientation"], entry["alpha"]
+                ),
             ),
             entry["problem"],
         )

@@ -37,7 +37,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from moss_tf.data.errors import DataError
@@ -154,17 +154,11 @@ def _header(path: Path) -> dict:
     """What the stream reads from a file's header, with the problem text minus the path."""
     from moss_tf.data.stream import _probe
 
-    probe = _probe(path)
-    problem = probe.problem
-    if problem is not None:
-        problem = problem.removeprefix(f"{path}: ")
-    return {
-        "height": probe.height,
-        "width": probe.width,
-        "orientation": probe.orientation,
-        "alpha": probe.alpha,
-        "problem": problem,
-    }
+    header = asdict(_probe(path))
+    del header["path"]
+    if header["problem"] is not None:
+        header["problem"] = header["problem"].removeprefix(f"{path}: ")
+    return header
 
 
 def _prepare_output(output: Path, overwrite: bool) -> None:

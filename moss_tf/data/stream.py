@@ -26,14 +26,14 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
 from moss_tf.data.images import MAX_PIXELS
-from moss_tf.data.shard_files import ShardMember
+from moss_tf.data.shard_files import ImageHeader, ShardMember
 
 __all__ = ["FileImages", "ImageProbe", "probe_images", "scaled_size"]
 
@@ -50,34 +50,25 @@ _BACKGROUND = 255.0  # as read_image: transparent pixels become white
 
 
 @dataclass(frozen=True)
-class ImageProbe:
-    """What a file's header says: oriented full size, orientation, transparency.
+class ImageProbe(ImageHeader):
+    """What the header of the file at ``path`` (or stored in a shard) says."""
 
-    ``problem`` is None when the graph decoders read the file as
-    :func:`~moss_tf.data.images.read_image` does, else a sentence saying why not.
-    """
-
-    path: Path
-    height: int = 0
-    width: int = 0
-    orientation: int = 1
-    alpha: bool = False
-    problem: str | None = None
+    path: Path | ShardMember = field(kw_only=True)
 
 
 def _probe(path: Path) -> ImageProbe:
     try:
         if path.stat().st_size == 0:
-            return ImageProbe(path, problem=f"{path}: empty file (0 bytes)")
+            return ImageProbe(path=path, problem=f"{path}: empty file (0 bytes)")
         with Image.open(path) as image:
             width, height = image.size
             fmt, mode = image.format, image.mode
             alpha = mode in _ALPHA_MODES or (mode == "P" and "transparency" in image.info)
             orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1)) if fmt == "JPEG" else 1
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as err:
-        return ImageProbe(path, problem=f"{path}: not an image file Pillow can read ({err})")
+        return ImageProbe(path=path, problem=f"{path}: not an image file Pillow can read ({err})")
     if width * height > MAX_PIXELS:
-        return ImageProbe(path, problem=f"{path}: {width}x{height} has too many pixels")
+        return ImageProbe(path=path, problem=f"{path}: {width}x{height} has too many pixels")
     if orientation not in range(1, 9):
         orientation = 1  # read_image ignores invalid tags too
     if orientation >= 5:  # transposed: the upright image is width x height
@@ -90,14 +81,12 @@ def _probe(path: Path) -> ImageProbe:
         )
     elif fmt == "GIF" and alpha:
         problem = f"{path}: transparent GIF is not read in the tf.data graph; set data.load=memory"
-    return ImageProbe(path, height, width, orientation, alpha, problem)
+    return ImageProbe(height, width, orientation, alpha, problem, path=path)
 
 
 def _recall(member: ShardMember) -> ImageProbe:
     """The probe of a file stored in a shard, from what its manifest says (no reading)."""
-    return ImageProbe(
-        member, member.height, member.width, member.orientation, member.alpha, member.problem
-    )
+    return ImageProbe(**asdict(member.header), path=member)
 
 
 def probe_images(paths: Sequence[Path | ShardMember]) -> list[ImageProbe]:
