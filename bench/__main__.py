@@ -5,6 +5,7 @@
     .venv/bin/python -m bench --paper              # plus the paper setting side by side (long)
     .venv/bin/python -m bench --quick              # shorter timings, 2 rounds
     .venv/bin/python -m bench --json bench.json --markdown bench.md
+    .venv/bin/python -m bench --only pipeline --pairs /data/DDN/train   # your data, paper setting
 
 Prints the machine (CPU, cores, memory, TensorFlow, date), then runs each
 measurement in a process of its own (``python -m bench._worker``), so that
@@ -24,6 +25,10 @@ each one's peak memory (max RSS, TensorFlow included) is its own:
 3. tf.data throughput (crops per second) of the demo data and, when
    ``../shared/data`` exists, the DDN-SIRR-like data, at each config's
    batch and crop size, next to what training consumes at that setting;
+   ``--pairs DIR`` adds a folder of training pairs (e.g. DDN's), streamed as
+   configs/ddn_sirr.yaml's labeled set at the paper setting; the paper
+   setting's consumption comes from a ``pretrain`` step and a ``semi`` step
+   (with ``train.recompute``, so that batch 32 × 256² fits) timed alone;
 4. scoring: :func:`moss_tf.evaluation.evaluate` on 100 synthetic 481×321
    test pairs, seconds in the network and beyond it (PSNR/SSIM, the rainy
    baseline);
@@ -58,6 +63,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 INFERENCE_SIZES = (256, 512, 1024)
+#: What ``--only`` can choose, in the order they run.
+SECTIONS = ("side-by-side", "inference", "training", "pipeline", "scoring", "memory")
 WORKER_TIMEOUT_S = 900
 
 
@@ -113,7 +120,22 @@ def parse_args(argv=None):
         help="batch of the paper-setting semi step with --paper (default 4: batch 32 at "
         "256 px needs about 33 GB on CPU)",
     )
+    parser.add_argument(
+        "--pairs",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a folder of training pairs to time as the labeled stream at the paper setting "
+        "(repeatable)",
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        help="run only these sections (repeatable; default all)",
+    )
     args = parser.parse_args(argv)
+    args.only = set(args.only or SECTIONS)
     if args.paper_semi_batch < 1:
         parser.error(f"--paper-semi-batch must be at least 1, got {args.paper_semi_batch}")
     if args.threads is not None and args.threads < 1:
@@ -129,14 +151,35 @@ def parse_args(argv=None):
 
 
 def plan(args, measured_sizes=()) -> list[Measurement]:
-    """The measurements to run, in order; inference leaves out ``measured_sizes``
-    (those the side-by-side rounds already timed)."""
+    """The measurements of the sections in ``args.only``, in order; inference leaves out
+    ``measured_sizes`` (those the side-by-side rounds already timed)."""
     quick = args.quick
+    seconds = 1.0 if quick else 2.0  # per training variant and per pipeline stream
+    sections = {
+        "inference": _inference_plan(quick, measured_sizes),
+        "training": _training_plan(seconds),
+        "pipeline": _pipeline_plan(args, seconds),
+        "scoring": [
+            Measurement(
+                "scoring",
+                "scoring",
+                {"images": 20 if quick else 100},
+                "evaluate() on 481×321 test pairs, network vs scoring",
+            )
+        ],
+        "memory": memory_modes.plan(quick),  # issue 13: memory modes and two-pass tiling
+    }
+    plan = [m for name in SECTIONS if name in args.only for m in sections.get(name, [])]
+    for measurement in plan:
+        if args.threads:
+            measurement.params["threads"] = args.threads
+    return plan
+
+
+def _inference_plan(quick: bool, measured_sizes) -> list[Measurement]:
     sizes = [s for s in INFERENCE_SIZES if (not quick or s <= 512) and s not in measured_sizes]
     runs = 2 if quick else 3
-    seconds = 1.0 if quick else 2.0  # per training variant and per pipeline stream
-    demo = "configs/demo.yaml"
-    plan = [
+    return [
         Measurement(
             "inference/keras",
             "inference",
@@ -150,50 +193,55 @@ def plan(args, measured_sizes=()) -> list[Measurement]:
             f"inference, SavedModel serving_default, {'/'.join(map(str, sizes))} px",
         ),
     ]
-    trainings = [
-        ("demo", "pretrain", demo, [], seconds, 3),
-        ("demo", "semi", demo, [], seconds, 3),
+
+
+def _training(setting, stage, config, overrides, seconds, min_steps, title) -> Measurement:
+    params = {"config": config, "stage": stage, "overrides": overrides}
+    params |= {"seconds": seconds, "min_steps": min_steps}
+    return Measurement(f"training/{setting}/{stage}", "training", params, title)
+
+
+def _training_plan(seconds: float) -> list[Measurement]:
+    demo = "configs/demo.yaml"
+    return [
+        _training("demo", stage, demo, [], seconds, 3, f"training, demo, {stage}")
+        for stage in ("pretrain", "semi")
     ]
-    for setting, stage, config, overrides, secs, min_steps in trainings:
-        plan.append(
-            Measurement(
-                f"training/{setting}/{stage}",
-                "training",
-                {
-                    "config": config,
-                    "stage": stage,
-                    "overrides": overrides,
-                    "seconds": secs,
-                    "min_steps": min_steps,
-                },
-                f"training, {setting}, {stage}",
-            )
-        )
-    pipelines = [("demo", demo)]
-    if SHARED_DATA.is_dir() and not quick:
-        pipelines.append(("ddn_sirr", "configs/ddn_sirr.yaml"))
-    for name, config in pipelines:
-        plan.append(
-            Measurement(
-                f"pipeline/{name}",
-                "pipeline",
-                {"config": config, "seconds": seconds},
-                f"tf.data pipeline, {Path(config).name}",
-            )
-        )
-    plan.append(
+
+
+def _pipeline_plan(args, seconds: float) -> list[Measurement]:
+    """The pipelines, and the paper-setting steps whose consumption they are compared with."""
+    pipelines = [("demo", "configs/demo.yaml", [], "configs/demo.yaml")]
+    if SHARED_DATA.is_dir() and not args.quick:
+        pipelines.append(("ddn_sirr", "configs/ddn_sirr.yaml", [], "configs/ddn_sirr.yaml"))
+    for number, folder in enumerate(args.pairs, 1):
+        pairs = [f"data.labeled.pairs={Path(folder).resolve()}", "data.labeled.clean=null"]
+        title = f"{folder} as configs/ddn_sirr.yaml's labeled pairs"
+        pipelines.append((f"pairs{number}", "configs/ddn_sirr.yaml", pairs, title))
+    found = [
         Measurement(
-            "scoring",
-            "scoring",
-            {"images": 20 if quick else 100},
-            "evaluate() on 481×321 test pairs, network vs scoring",
+            f"pipeline/{name}",
+            "pipeline",
+            {"config": config, "overrides": overrides, "seconds": seconds},
+            f"tf.data pipeline, {title}",
         )
-    )
-    plan += memory_modes.plan(quick)  # issue 13: memory modes and two-pass tiling
-    for measurement in plan:
-        if args.threads:
-            measurement.params["threads"] = args.threads
-    return plan
+        for name, config, overrides, title in pipelines
+    ]
+    if len(pipelines) > 1:  # one step each: tens of seconds to minutes on a CPU
+        paper = "configs/paper.yaml"
+        found += [
+            _training("paper", "pretrain", paper, [], 0.0, 1, "training, paper setting, pretrain"),
+            _training(
+                "paper",
+                "semi",
+                paper,
+                ["train.recompute=true"],
+                0.0,
+                1,
+                "training, paper setting, semi (train.recompute)",
+            ),
+        ]
+    return found
 
 
 def run_worker(measurement: Measurement) -> dict:
@@ -370,6 +418,7 @@ INFERENCE_HEADER = [
 
 SETTING_NAMES = {
     "demo": "demo (configs/demo.yaml)",
+    "paper": "paper (configs/paper.yaml)",
 }
 
 TRAINING_HEADER = [
@@ -430,8 +479,10 @@ PIPELINE_HEADER = [
     "peak RSS MB",
 ]
 
-# Which training setting each pipeline feeds (same network, batch and crop).
-PIPELINE_FEEDS = {"demo": "demo", "ddn_sirr": "paper"}
+
+def pipeline_feeds(name: str) -> str:
+    """The training setting a pipeline feeds (same batch and crop): the demo's, else the paper's."""
+    return "demo" if name == "demo" else "paper"
 
 
 def pipeline_rows(measurements: list[Measurement]) -> list[list[str]]:
@@ -452,15 +503,18 @@ def pipeline_rows(measurements: list[Measurement]) -> list[list[str]]:
             ("pretrain", r["labeled_crops_per_s"]),
             ("semi", r["semi_crops_per_s"]),
         ):
-            trained = by_key.get(f"training/{PIPELINE_FEEDS[name]}/{stage}", {})
+            trained = by_key.get(f"training/{pipeline_feeds(name)}/{stage}", {})
             if "seconds_per_step" in trained:
                 needed = crops_per_step(trained) / trained["seconds_per_step"]
                 ratios.append(_fmt(delivered / needed, 0) + "×")
             else:
                 ratios.append("–")
+        source = Path(r["config"]).name
+        if "pairs" in r:
+            source += f" with pairs {r['pairs']}"
         rows.append(
             [
-                Path(r["config"]).name,
+                source,
                 f"{r['batch_size']} × {r['crop_size']}²",
                 _fmt(r["labeled_crops_per_s"], 0),
                 _fmt(r["semi_crops_per_s"], 0),
@@ -623,7 +677,7 @@ def main(argv=None) -> int:
     if info["load_average_1min"] is not None:  # each measurement reports the cores it got
         print(f"load average at start: {info['load_average_1min']:.2f}")
     started = time.perf_counter()
-    section, rounds = run_side_by_side(args)
+    section, rounds = run_side_by_side(args) if "side-by-side" in args.only else ("", [])
     measurements = plan(args, args.inference_sizes if rounds else ())
     for i, m in enumerate(measurements, 1):
         print(f"[{i}/{len(measurements)}] {m.title} ...", end=" ", flush=True)

@@ -209,11 +209,17 @@ def time_steps(run_step, min_steps: int, seconds: float) -> dict:
     }
 
 
-def pipeline(config: str, seconds: float = 3.0, threads: int | None = None) -> dict:
+def pipeline(
+    config: str,
+    seconds: float = 3.0,
+    threads: int | None = None,
+    overrides: list[str] | None = None,
+) -> dict:
     """Crops per second of the training input pipeline of ``config`` at its batch and crop size.
 
     Times the labeled stream (what stage ``pretrain`` reads) and both streams
     zipped (stage ``semi``) with :func:`bench.bench_data.crops_per_second`.
+    ``overrides`` (``KEY=VALUE``) change the config, e.g. its labeled pairs.
     A config whose data is missing reports ``skipped`` with the reason.
     """
     tf = _setup_tensorflow(threads)
@@ -222,9 +228,11 @@ def pipeline(config: str, seconds: float = 3.0, threads: int | None = None) -> d
     from moss_tf.data import build_training_data
     from moss_tf.errors import MossError
 
-    cfg = load_config(config)
+    cfg = load_config(config, overrides or [])
     batch, crop = cfg.train.batch_size, cfg.train.crop_size
     result = {"config": config, "batch_size": batch, "crop_size": crop}
+    if cfg.data.labeled.pairs is not None:
+        result["pairs"] = cfg.data.labeled.pairs
     start = time.perf_counter()
     try:
         data = build_training_data(

@@ -14,12 +14,14 @@ from conftest import TINY_MODEL
 from bench.__main__ import (
     Measurement,
     markdown_table,
+    parse_args,
     pipeline_rows,
+    plan,
     report,
     run_worker,
     training_rows,
 )
-from bench._worker import training
+from bench._worker import pipeline, training
 from bench.flops import forward_flops, total_gflop
 from moss_tf.model import MOSSNet
 
@@ -231,3 +233,46 @@ def test_shard_bench_reports_both_sources_and_both_worker_inputs(capsys):
         assert float(line.split("labeled")[1].split()[0]) > 0
         (worker,) = [x for x in out.splitlines() if x.strip().startswith(source) and "worker" in x]
         assert worker.count("crops/s") == 2
+
+
+def test_only_pipeline_with_pairs_times_the_folder_against_the_paper_steps(tmp_path):
+    args = parse_args(["--only", "pipeline", "--pairs", str(tmp_path)])
+    measurements = {m.key: m for m in plan(args)}
+    assert all(key.startswith(("pipeline/", "training/paper/")) for key in measurements)
+    folder = measurements["pipeline/pairs1"].params
+    assert folder["config"] == "configs/ddn_sirr.yaml"
+    assert f"data.labeled.pairs={tmp_path.resolve()}" in folder["overrides"]
+    # Batch 32 x 256² semi needs recomputation to fit in a CPU machine's memory.
+    assert measurements["training/paper/semi"].params["overrides"] == ["train.recompute=true"]
+    assert measurements["training/paper/pretrain"].params["config"] == "configs/paper.yaml"
+
+    paper_step = {"stage": "pretrain", "batch_size": 32, "seconds_per_step": 16.0}
+    streamed = {
+        "config": "configs/ddn_sirr.yaml",
+        "pairs": str(tmp_path),
+        "batch_size": 32,
+        "crop_size": 256,
+        "labeled_crops_per_s": 20.0,
+        "semi_crops_per_s": 30.0,
+        "build_s": 2.0,
+        "peak_rss_mb": 900.0,
+    }
+    run = [
+        Measurement("training/paper/pretrain", "training", {}, "", paper_step),
+        Measurement("pipeline/pairs1", "pipeline", {}, "", streamed),
+    ]
+    (row,) = pipeline_rows(run)
+    assert row[0] == f"ddn_sirr.yaml with pairs {tmp_path}"
+    # Pretrain consumes 32 / 16 = 2 crops/s; the folder's stream gives 20.
+    assert row[4:6] == ["10×", "–"]
+
+
+def test_pipeline_worker_streams_a_folder_given_as_an_override(tmp_path):
+    from bench.bench_shards import generate_pairs
+
+    folder = generate_pairs(tmp_path / "pairs", 2)
+    overrides = [f"data.labeled.pairs={folder}", "data.labeled.clean=null", "data.load=stream"]
+    overrides += ["train.batch_size=2", "train.crop_size=32"]
+    result = pipeline("configs/demo.yaml", seconds=0.2, overrides=overrides)
+    assert result["pairs"] == str(folder) and result["batch_size"] == 2
+    assert result["labeled_crops_per_s"] > 0 and result["semi_crops_per_s"] > 0
