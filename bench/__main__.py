@@ -216,6 +216,7 @@ def _pipeline_plan(args, seconds: float) -> list[Measurement]:
         pipelines.append(("ddn_sirr", "configs/ddn_sirr.yaml", [], "configs/ddn_sirr.yaml"))
     for number, folder in enumerate(args.pairs, 1):
         pairs = [f"data.labeled.pairs={Path(folder).resolve()}", "data.labeled.clean=null"]
+        pairs.append("data.labeled.holdout=0")  # the config's holdout is of its clean folder
         title = f"{folder} as configs/ddn_sirr.yaml's labeled pairs"
         pipelines.append((f"pairs{number}", "configs/ddn_sirr.yaml", pairs, title))
     found = [
