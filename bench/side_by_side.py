@@ -25,7 +25,14 @@ import os
 import statistics
 from dataclasses import dataclass, field
 
-from bench.__main__ import Measurement, _fmt, _gflop, markdown_table, run_worker
+from bench.__main__ import (
+    PAPER_TIMEOUT_S,
+    Measurement,
+    _fmt,
+    _gflop,
+    markdown_table,
+    run_worker,
+)
 
 INFERENCE_SIDES = (512, 1024)
 
@@ -94,6 +101,8 @@ def measurements(args) -> list[Measurement]:
             ]
     for m in found:
         m.params["threads"] = threads
+        if "/paper/" in m.key:
+            m.timeout_s = PAPER_TIMEOUT_S
     return found
 
 

@@ -247,6 +247,8 @@ def test_only_pipeline_with_pairs_times_the_folder_against_the_paper_steps(tmp_p
     # Batch 32 x 256² semi needs recomputation to fit in a CPU machine's memory.
     assert measurements["training/paper/semi"].params["overrides"] == ["train.recompute=true"]
     assert measurements["training/paper/pretrain"].params["config"] == "configs/paper.yaml"
+    # A paper-setting semi step takes far longer on a CPU than the other workers.
+    assert measurements["training/paper/semi"].timeout_s > measurements["pipeline/demo"].timeout_s
 
     paper_step = {"stage": "pretrain", "batch_size": 32, "seconds_per_step": 16.0}
     streamed = {
