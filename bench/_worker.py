@@ -21,6 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import moss_tf  # noqa: F401  (sets TensorFlow's CPU options before TensorFlow starts)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RESULT_PREFIX = "BENCH_RESULT "

@@ -12,6 +12,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import moss_tf  # noqa: F401  (first: it sets TensorFlow's CPU options before TensorFlow starts)
+
+# isort: split
 import numpy as np
 import pytest
 import tensorflow as tf
