@@ -602,29 +602,43 @@ def report(measurements: list[Measurement], info: dict, args, side_by_side: str 
     options = "".join(
         f" {flag}" for flag, used in (("--quick", args.quick), ("--paper", args.paper)) if used
     )
+    options += f" --threads {args.threads}" if args.threads else ""
+    if set(args.only) != set(SECTIONS):
+        options += "".join(f" --only {section}" for section in SECTIONS if section in args.only)
+    inference = inference_rows(
+        by_key.get("inference/keras", {}), by_key.get("inference/savedmodel", {})
+    )
+    sections = [
+        (
+            "**Inference**, one image through the released-size network (median seconds):",
+            INFERENCE_HEADER,
+            inference,
+            "",
+        ),
+        (
+            "**Training**, `tf.function(trainer.train_step)` on a fixed batch "
+            "(crops / s counts labeled and unlabeled crops):",
+            TRAINING_HEADER,
+            training_rows(measurements),
+            "lllrrrrrr",
+        ),
+        (
+            "**Input pipeline** (tf.data), crops per second, and how many times faster than "
+            "training at the same setting consumes them:",
+            PIPELINE_HEADER,
+            pipeline_rows(measurements),
+            "llrrrrrr",
+        ),
+    ]
     parts = [
         f"Machine: {describe_machine(info, args.threads)}. Command: `python -m bench{options}`.",
         "",
         side_by_side,
-        "**Inference**, one image through the released-size network (median seconds):",
-        "",
-        markdown_table(
-            INFERENCE_HEADER,
-            inference_rows(
-                by_key.get("inference/keras", {}), by_key.get("inference/savedmodel", {})
-            ),
-        ),
-        "",
-        "**Training**, `tf.function(trainer.train_step)` on a fixed batch "
-        "(crops / s counts labeled and unlabeled crops):",
-        "",
-        markdown_table(TRAINING_HEADER, training_rows(measurements), "lllrrrrrr"),
-        "",
-        "**Input pipeline** (tf.data), crops per second, and how many times faster than "
-        "training at the same setting consumes them:",
-        "",
-        markdown_table(PIPELINE_HEADER, pipeline_rows(measurements), "llrrrrrr"),
-        "",
+    ]
+    for title, header, rows, align in sections:
+        if rows:  # a section left out with --only prints nothing
+            parts += [title, "", markdown_table(header, rows, align), ""]
+    parts += [
         memory_modes.report_section(measurements),
         *(f"- {line}" for line in notes(measurements, info, args)),
     ]

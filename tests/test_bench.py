@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO, TINY_MODEL
 
 from bench.__main__ import (
+    SECTIONS,
     Measurement,
     markdown_table,
     parse_args,
@@ -169,6 +170,7 @@ def test_report_shows_the_machine_the_conventions_and_marks_failures():
         "date": "2025-01-01T00:00+00:00",
     }
     args = argparse.Namespace(quick=False, paper=True, threads=None, paper_semi_batch=4)
+    args.only = set(SECTIONS)
     text = report(_fake_run(), info, args, "SIDE BY SIDE SECTION\n")
     assert "Test CPU, 2 cores, 8 GiB RAM" in text
     assert "`python -m bench --paper`" in text and "SIDE BY SIDE SECTION" in text
@@ -180,6 +182,11 @@ def test_report_shows_the_machine_the_conventions_and_marks_failures():
     # The pretrain step graph holds 18 / (8 x 0.76) = 2.96 forward passes of the batch.
     assert "2.96× the forward FLOPs" in text
     assert "kept 1.0 to 2.0 of the 2 cores busy" in text and "other programs" in text
+    # --only: the command says so, and sections it left out print no empty table.
+    args.only = {"side-by-side"}
+    text = report([], info, args, "SIDE BY SIDE SECTION\n")
+    assert "`python -m bench --paper --only side-by-side`" in text
+    assert "**Inference**" not in text and "**Training**" not in text
 
 
 def test_training_and_pipeline_rows_compare_the_pipeline_with_what_training_consumes():
