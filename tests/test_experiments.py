@@ -11,6 +11,7 @@ from conftest import REPO, TINY_MODEL
 from moss_tf import experiments
 from moss_tf.config import ConfigError
 from moss_tf.paper_tables import TABLES
+from moss_tf.table_report import write_report
 
 TINY = [
     *(f"model.{key}={value}" for key, value in TINY_MODEL.items()),
@@ -23,12 +24,26 @@ TINY = [
 BUDGET = "0.01"  # configs/demo.yaml: pretrain 400 -> 4 steps, semi 300 -> 3 steps
 
 
-def _table3_args(runs_root):
-    args = ["table3", "--config", str(REPO / "configs" / "demo.yaml"), "--budget", BUDGET]
-    args += ["--runs-root", str(runs_root)]
-    for override in TINY:
+def _rain200h_args(tmp_path):
+    """Rain200H's table on 12 generated training pairs and 2 test pairs, tiny and short."""
+    from bench.bench_shards import generate_pairs
+
+    train, test = tmp_path / "pairs" / "train", tmp_path / "pairs" / "test"
+    if not train.exists():
+        generate_pairs(train, 12)
+        generate_pairs(test, 2)
+    args = ["rain200h", "--budget", BUDGET, "--runs-root", str(tmp_path / "runs")]
+    data = [f"data.labeled.pairs={train}", f"data.test={test}"]
+    for override in [*TINY, "train.steps=400", "semi.steps=300", *data]:
         args += ["--set", override]
     return args
+
+
+def _scores(psnr: float) -> dict:
+    """One scored split as ``evaluate()`` returns it (values made up: the report is tested)."""
+    ours = {"psnr_rgb": psnr, "ssim_rgb": 0.8, "psnr_y": psnr + 1, "ssim_y": 0.85}
+    rainy = {"psnr_rgb": 17.0, "ssim_rgb": 0.7, "psnr_y": 18.0, "ssim_y": 0.75}
+    return {"n": 4, **ours, **{f"input_{k}": v for k, v in rainy.items()}}
 
 
 def test_plan_shares_one_pretrain_between_rows_that_differ_only_in_stage_semi():
@@ -83,37 +98,63 @@ def test_bad_budget_and_bad_override_are_named():
         )
 
 
-@pytest.mark.slow
-def test_table3_end_to_end_then_a_second_run_skips_finished_rows_and_resumes(tmp_path, capsys):
-    assert experiments.main(_table3_args(tmp_path)) == 0
-    first = capsys.readouterr().out
+def test_table3_report_puts_each_row_beside_the_papers_numbers(tmp_path):
+    plan = experiments.plan_table(
+        TABLES["table3"], REPO / "configs" / "demo.yaml", budget=0.01, runs_root=tmp_path
+    )
+    results = {
+        planned.row.key: {
+            "splits": {"labeled_style": _scores(20.0 + i), "target_style": _scores(18.0 + i)},
+            "overall": _scores(19.0 + i),
+            "evaluation_seconds": 1.0,
+        }
+        for i, planned in enumerate(plan.rows)
+    }
+    markdown, paths = write_report(plan, results, wall_seconds=10.0)
 
-    table = json.loads((tmp_path / "table3" / "table3.json").read_text())
+    table = json.loads(paths[2].read_text())
     labels = [row["label"] for row in table["rows"]]
     assert labels == [row.label for row in TABLES["table3"].rows]
     assert table["budget"] == 0.01 and "budget 0.01" in table["budget_line"]
     ours = next(row for row in table["rows"] if row["key"] == "ours")
     assert ours["paper"]["dense"] == [22.91, 0.883]
+    assert ours["ours"]["overall"]["psnr_rgb"] == 24.0
     assert set(ours["ours"]) == {"labeled_style", "target_style", "overall"}
-    # One shared pretrain trained once: four pretrain folders for six rows.
     assert sorted(len(g["rows"]) for g in table["pretrains"].values()) == [1, 1, 1, 3]
-    assert len(list(tmp_path.glob("pretrain-*/pretrain/done.json"))) == 4
-    assert first.count("stage pretrain:") == 4 and first.count("stage semi:") == 6
 
-    markdown = (tmp_path / "table3" / "table3.md").read_text()
     assert all(f"| {label} |" in markdown for label in labels)
-    assert "budget 0.01" in markdown and "22.91 / 0.883" in markdown
-    with (tmp_path / "table3" / "table3.csv").open() as handle:
+    assert "| Ours | C | 25.00 / 0.800 | 23.00 / 0.800 | 24.00 / 0.800 |" in markdown
+    assert "22.91 / 0.883" in markdown and "| rainy input | – | 17.00 / 0.700 |" in markdown
+    with paths[1].open() as handle:
         lines = list(csv.DictReader(handle))
     assert {line["row"] for line in lines} == {row.key for row in TABLES["table3"].rows}
-    assert (tmp_path / "table3" / "table3.png").stat().st_size > 10_000
+    assert paths[3].stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_table_end_to_end_then_a_second_run_skips_finished_rows_and_resumes(tmp_path, capsys):
+    # Rain200H's four rows: two pretrain-only, each sharing its pretrain with a semi row.
+    assert experiments.main(_rain200h_args(tmp_path)) == 0
+    first = capsys.readouterr().out
+
+    runs = tmp_path / "runs"
+    table = json.loads((runs / "rain200h" / "rain200h.json").read_text())
+    assert [row["key"] for row in table["rows"]] == [r.key for r in TABLES["rain200h"].rows]
+    assert sorted(len(g["rows"]) for g in table["pretrains"].values()) == [2, 2]
+    for row in table["rows"]:
+        scores = row["ours"]["test"]
+        assert 0 < scores["ssim_rgb"] <= 1 and scores["psnr_rgb"] > 5, row["key"]
+    assert len(list(runs.glob("pretrain-*/pretrain/done.json"))) == 2
+    assert first.count("stage pretrain:") == 2 and first.count("stage semi:") == 2
+    markdown = (runs / "rain200h" / "rain200h.md").read_text()
+    assert "| 40% labeled + unlabeled (MOSS) |" in markdown
 
     # Run again as after an interruption during the last row's stage semi.
-    (tmp_path / "table3" / "ours" / "result.json").unlink()
-    (tmp_path / "table3" / "ours" / "semi" / "done.json").unlink()
-    assert experiments.main([*_table3_args(tmp_path), "--resume"]) == 0
+    (runs / "rain200h" / "semi_40pct" / "result.json").unlink()
+    (runs / "rain200h" / "semi_40pct" / "semi" / "done.json").unlink()
+    assert experiments.main([*_rain200h_args(tmp_path), "--resume"]) == 0
     second = capsys.readouterr().out
-    assert second.count("finished earlier: skipped") == 5
+    assert second.count("finished earlier: skipped") == 3
     assert "stage pretrain:" not in second
-    assert second.count("stage semi:") == 1 and "[table3 row 6/6 ours] stage semi" in second
-    assert (tmp_path / "table3" / "ours" / "result.json").is_file()
+    assert second.count("stage semi:") == 1 and "[rain200h row 4/4 semi_40pct] stage semi" in second
+    assert (runs / "rain200h" / "semi_40pct" / "result.json").is_file()
