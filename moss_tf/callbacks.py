@@ -254,6 +254,7 @@ class TensorBoardLog(StepCallback):
             for key, value in scale_signals(self.model.online).items():
                 tf.summary.scalar(f"scale/{key}", value)
             tf.summary.scalar("steps_per_second", self.rate.take())
+            tf.summary.scalar("learning_rate", self.model.optimizer.learning_rate)
 
     def write_panels(self, step):
         seeds = self.model.mixture_seeds.state

@@ -27,6 +27,7 @@ from moss_tf.errors import ConfigError
 # The memory's update at inference (moss_tf.layers.MemoryBank); kept here so
 # reading a config does not import Keras.
 MEMORY_MODES = ("per_image", "batch", "frozen")
+LR_SCHEDULES = ("constant", "cosine")
 
 __all__ = [
     "ConfigError",
@@ -115,6 +116,12 @@ class TrainConfig(Section):
     batch_size: int = 8
     crop_size: int = 64
     learning_rate: float = 2e-4
+    # "constant" (the authors' recipe) or "cosine": each stage decays its
+    # learning rate from learning_rate to learning_rate * lr_min_fraction over
+    # its steps (keras.optimizers.schedules.CosineDecay), so the last
+    # checkpoints of a stage settle instead of moving at full step size.
+    lr_schedule: str = "constant"
+    lr_min_fraction: float = 0.0
     seed: int = 0
     log_every: int = 10
     validate_every: int = 100
@@ -152,6 +159,13 @@ class TrainConfig(Section):
             f"must be a multiple of 8 and >= 8, got {self.crop_size}",
         )
         _check(self.learning_rate > 0, where, "learning_rate", "must be > 0")
+        _check(
+            self.lr_schedule in LR_SCHEDULES,
+            where,
+            "lr_schedule",
+            f"must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}",
+        )
+        _check(0 <= self.lr_min_fraction <= 1, where, "lr_min_fraction", "must be in [0, 1]")
         _check(self.feature_scale_limit > 0, where, "feature_scale_limit", "must be > 0")
         for key in ("feature_scale_weight", "divergence_loss_factor", "divergence_scale_limit"):
             _check(getattr(self, key) >= 0, where, key, "must be >= 0")
@@ -169,6 +183,8 @@ class SemiConfig(Section):
     """Stage ``semi`` (Algorithm 2) settings; SPEC.md §2."""
 
     steps: int | None = None
+    # Stage semi's starting learning rate; null: train.learning_rate.
+    learning_rate: float | None = None
     supervised_weight: float = 10.0
     unsupervised_weight: float = 1.0
     tv_weight: float = 0.001
@@ -183,6 +199,8 @@ class SemiConfig(Section):
     def validate(self, where: str) -> None:
         if self.steps is not None:
             _check(self.steps >= 1, where, "steps", "must be >= 1 or null")
+        if self.learning_rate is not None:
+            _check(self.learning_rate > 0, where, "learning_rate", "must be > 0 or null")
         for key in ("supervised_weight", "unsupervised_weight", "tv_weight"):
             _check(getattr(self, key) >= 0, where, key, "must be >= 0")
         _check(0.0 <= self.target_decay <= 1.0, where, "target_decay", "must be in [0, 1]")

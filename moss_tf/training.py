@@ -72,6 +72,22 @@ def stage_steps(cfg: ExperimentConfig, stage: str) -> int:
     return cfg.train.steps
 
 
+def learning_rate(cfg: ExperimentConfig, stage: str):
+    """The stage's learning rate: a float, or a schedule of the optimizer's step count.
+
+    The step count is the optimizer's ``iterations``, saved in every
+    checkpoint, so a resumed run continues the schedule where it stopped.
+    """
+    start = cfg.train.learning_rate
+    if stage == "semi" and cfg.semi.learning_rate is not None:
+        start = cfg.semi.learning_rate
+    if cfg.train.lr_schedule == "constant":
+        return start
+    return keras.optimizers.schedules.CosineDecay(
+        start, decay_steps=stage_steps(cfg, stage), alpha=cfg.train.lr_min_fraction
+    )
+
+
 def build_trainer(cfg: ExperimentConfig, stage: str, init_weights: Path | None = None):
     """Online network (and target for ``semi``), trainer and built optimizer.
 
@@ -99,7 +115,9 @@ def build_trainer(cfg: ExperimentConfig, stage: str, init_weights: Path | None =
         feature_scale_limit=train.feature_scale_limit,
         feature_scale_weight=train.feature_scale_weight,
     )
-    optimizer = keras.optimizers.Adam(train.learning_rate, global_clipnorm=train.clip_grad_norm)
+    optimizer = keras.optimizers.Adam(
+        learning_rate(cfg, stage), global_clipnorm=train.clip_grad_norm
+    )
     if cfg.train.mixed_precision:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     # XLA compiles one replica's step; with several replicas the step holds
@@ -346,9 +364,12 @@ def _restore(state, trainer, path: Path, cfg: ExperimentConfig, say) -> int:
     restored = ckpt.restore_state(path, state.variables)
     state.best_psnr = restored.get("best_psnr", -math.inf)
     state.guard.restore(restored.get("divergence_guard"))
-    # The optimizer's state holds its learning rate; a resumed run uses the
-    # configured one (e.g. lowered after a divergence), not the saved one.
-    trainer.optimizer.learning_rate.assign(cfg.train.learning_rate)
+    # The optimizer's state holds a constant learning rate; a resumed run uses
+    # the configured one (e.g. lowered after a divergence), not the saved one.
+    # A schedule is rebuilt from the config and reads the restored step count.
+    rate = learning_rate(cfg, state.meta["stage"])
+    if not callable(rate):
+        trainer.optimizer.learning_rate.assign(rate)
     say(f"resuming {state.meta['stage']} from {path} at step {restored['step']}")
     return restored["step"]
 

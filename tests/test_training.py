@@ -13,7 +13,7 @@ from conftest import REPO, TINY_MODEL
 import train
 from moss_tf import checkpoints as ckpt
 from moss_tf.config import load_config
-from moss_tf.training import TrainingError, run_stage
+from moss_tf.training import TrainingError, build_trainer, learning_rate, run_stage
 
 FAST = [
     *(f"model.{key}={value}" for key, value in TINY_MODEL.items()),
@@ -51,7 +51,8 @@ LOSS_TAGS = {"pretrain": ["grad_norm", "l_scale", "l_su", "loss"]}
 LOSS_TAGS["semi"] = sorted([*LOSS_TAGS["pretrain"], "l_tv", "l_un"])
 PANEL_TAGS = {"pretrain": ["rainy | output | clean"]}
 PANEL_TAGS["semi"] = [*PANEL_TAGS["pretrain"], "mixture | output (Fig. 8)"]
-SCALE_TAGS = ["scale/bn_moving_variance_max", "scale/memory_item_norm", "steps_per_second"]
+SCALE_TAGS = ["learning_rate", "scale/bn_moving_variance_max", "scale/memory_item_norm"]
+SCALE_TAGS.append("steps_per_second")
 
 
 def run_files(run):
@@ -99,6 +100,24 @@ def test_pretrain_then_semi_leave_checkpoints_logs_and_config(tmp_path):
     assert cfg.model.base_channels == TINY_MODEL["base_channels"]
     final = network.get_weights()  # model.weights.h5 is the semi stage's best network
     assert len(final) == len(network.weights) and any(np.abs(w).sum() > 0 for w in final)
+
+
+def test_cosine_schedule_decays_each_stage_over_its_own_steps_and_resumes_with_the_step():
+    cosine = ("train.lr_schedule=cosine", "train.lr_min_fraction=0.1", "train.steps=10")
+    cfg = config(*cosine, "semi.steps=4", "semi.learning_rate=1e-4")
+    pretrain, semi = learning_rate(cfg, "pretrain"), learning_rate(cfg, "semi")
+    assert [float(pretrain(step)) for step in (0, 5, 10, 20)] == pytest.approx(
+        [2e-4, 2e-4 * 0.55, 2e-5, 2e-5]
+    )
+    assert [float(semi(step)) for step in (0, 4)] == pytest.approx([1e-4, 1e-5])
+    # The schedule reads the optimizer's step count, which every checkpoint saves.
+    trainer = build_trainer(cfg, "pretrain")
+    assert any(v is trainer.optimizer.iterations for v in ckpt.state_variables(trainer))
+    trainer.optimizer.iterations.assign(5)
+    assert float(trainer.optimizer.learning_rate) == pytest.approx(2e-4 * 0.55)
+    # The authors' recipe: one constant rate per stage.
+    assert learning_rate(config(), "pretrain") == 2e-4
+    assert learning_rate(config("semi.learning_rate=5e-5"), "semi") == 5e-5
 
 
 class Recorder(keras.callbacks.Callback):
