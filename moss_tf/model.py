@@ -58,9 +58,10 @@ class MOSSNet(keras.Model):
     Attributes:
         recompute: when True (set by training with ``train.recompute``), the
             residual stages keep only their inputs for the backward pass and
-            recompute their activations there (``tf.recompute_grad``): the
-            same gradients for a fraction of the activation memory, at the
-            cost of a second forward pass through the stages.
+            recompute their activations there, block by block
+            (``tf.recompute_grad`` at two levels): the same gradients for a
+            fraction of the activation memory, at the cost of two more
+            forward passes through the stages.
 
     Example:
         >>> net = MOSSNet(base_channels=8, channel_step=8, blocks_per_stage=1, memory_items=16)
@@ -182,15 +183,20 @@ class MOSSNet(keras.Model):
     def _run_stage(self, blocks, h):
         """The residual blocks of one stage; see :attr:`recompute`."""
 
-        def run(x):
+        def run(x, wrap=lambda block: block):
             for block in blocks:
-                x = block(x)
+                x = wrap(block)(x)
             return x
 
-        # The blocks are pure (no state changes, no randomness), so running
-        # them again in the backward pass gives the same values; the memory
-        # and the batch norms stay outside and update once per step.
-        return tf.recompute_grad(run)(h) if self.recompute else run(h)
+        if not self.recompute:
+            return run(h)
+        # Two levels: the stage keeps only its input for the backward pass;
+        # there its blocks run again, each keeping only its own input, and
+        # each block runs once more in its own backward pass, so one block's
+        # activations are the most alive at once. The blocks are pure (no
+        # state changes, no randomness), so every run gives the same values;
+        # the memory and the batch norms stay outside and update once a step.
+        return tf.recompute_grad(lambda x: run(x, wrap=tf.recompute_grad))(h)
 
     def decode(self, head, features, z_hat, training=False):
         """Decoder with CBN fusion, skip and tail: images in [-1, 1] at the padded size."""
