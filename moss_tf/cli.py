@@ -28,6 +28,8 @@ VERBOSE_ENV = "MOSS_VERBOSE"
 _ABSL_NOTICE = r"WARNING: All log messages before absl::InitializeLog\(\) is called"
 # On a machine without an NVIDIA driver these only say that no GPU is used.
 _NO_GPU_NOTICES = r"Could not find cuda drivers on your machine|failed call to cuInit"
+# moss_tf turns oneDNN on itself (moss_tf/__init__.py); TensorFlow says so twice.
+_ONEDNN_NOTICE = r"oneDNN custom operations are on"
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
@@ -134,9 +136,9 @@ def start_tensorflow(verbose: bool = False):
     """Import TensorFlow and find its devices; returns the ``tensorflow`` module.
 
     Unless ``verbose`` (or ``MOSS_VERBOSE=1``), C++ log lines below ERROR are
-    off and the start-up lines that only say "no GPU here" are dropped (on a
-    machine without an NVIDIA driver); every other line TensorFlow writes
-    meanwhile is shown.
+    off and the start-up lines that only say "no GPU here" (on a machine
+    without an NVIDIA driver) or "oneDNN is on" are dropped; every other
+    line TensorFlow writes meanwhile is shown.
     """
     if "tensorflow" in sys.modules:  # already started (tests, or a library user)
         return sys.modules["tensorflow"]
@@ -147,7 +149,8 @@ def start_tensorflow(verbose: bool = False):
         tf.config.list_physical_devices("GPU")
         return tf
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    noise = _ABSL_NOTICE if _has_nvidia_driver() else f"{_ABSL_NOTICE}|{_NO_GPU_NOTICES}"
+    noise = f"{_ABSL_NOTICE}|{_ONEDNN_NOTICE}"
+    noise += "" if _has_nvidia_driver() else f"|{_NO_GPU_NOTICES}"
     with _stderr_without(re.compile(noise)):
         import tensorflow as tf
 

@@ -123,7 +123,7 @@ def test_tensorflow_starts_without_cuda_lines_unless_asked():
     start = "from moss_tf.cli import start_tensorflow; start_tensorflow(); print('ok')"
     quiet = run_python(start)
     assert quiet.stdout.strip() == "ok", quiet.stderr
-    for noise in ("cuda", "cuInit", "absl"):
+    for noise in ("cuda", "cuInit", "absl", "oneDNN"):
         assert noise not in quiet.stderr
     verbose = run_python(start, MOSS_VERBOSE="1")
-    assert "cuda" in verbose.stderr
+    assert "cuda" in verbose.stderr and "oneDNN custom operations are on" in verbose.stderr
