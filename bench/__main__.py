@@ -454,6 +454,8 @@ def training_rows(measurements: list[Measurement]) -> list[list[str]]:
         if m.kind != "training":
             continue
         _, setting, stage = m.key.split("/")
+        # e.g. "semi, train.recompute=true": what the step ran with besides its config
+        stage = ", ".join([stage, *m.params.get("overrides", [])])
         r = m.result
         if "seconds_per_step" not in r:
             rows.append([SETTING_NAMES[setting], stage, "", _failed(r), "", "", "", "", ""])

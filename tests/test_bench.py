@@ -195,6 +195,9 @@ def test_training_and_pipeline_rows_compare_the_pipeline_with_what_training_cons
     demo = rows[("demo (configs/demo.yaml)", "pretrain")]
     assert demo[3:8] == ["0.250", "4.00", "32.0", "18.0", "72"]  # s, steps/s, crops/s, GFLOP
     assert rows[("demo (configs/demo.yaml)", "semi")][3].startswith("failed: exit code -9")
+    step = next(m for m in run if m.key == "training/demo/pretrain")
+    step.params["overrides"] = ["train.recompute=true"]  # named beside the stage
+    assert training_rows(run)[0][1] == "pretrain, train.recompute=true"
     (pipeline,) = pipeline_rows(run)
     # Pretrain consumes 8 / 0.25 = 32 crops/s; the pipeline gives 320. Semi was not measured.
     assert pipeline[4:6] == ["10×", "–"]
