@@ -86,7 +86,8 @@ def plot(runs: list[tuple[str, Path]], output: Path) -> Path:
     for ax in axes[1:]:
         ax.set_yscale("log")
     for ax in axes:
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:  # a panel no run has data for stays bare
+            ax.legend()
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=100)

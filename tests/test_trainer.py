@@ -228,7 +228,8 @@ def test_the_trainer_also_trains_with_keras_fit(rng, stage):
     rainy, clean, unlabeled = batch(rng, size=2)
     element = (rainy, clean) if stage == "pretrain" else ((rainy, clean), unlabeled)
     before = trainer.online.get_weights()
-    history = trainer.fit(tf.data.Dataset.from_tensors(element).repeat(2), verbose=0)
+    data = tf.data.Dataset.from_tensors(element).repeat(2)
+    history = trainer.fit(data, shuffle=False, verbose=0)  # as training.py calls it
     expected = {"loss", "l_su"} if stage == "pretrain" else {"loss", "l_su", "l_un", "l_tv"}
     assert set(history.history) == {*expected, "l_scale", "grad_norm"}
     assert int(trainer.optimizer.iterations.numpy()) == 2
