@@ -113,6 +113,13 @@ class StageClock(StepCallback):
         self.seconds = time.perf_counter() - self._started
 
 
+def _rate_key(stage: str) -> str:
+    """The config key that sets ``stage``'s learning rate, for advice in errors."""
+    if stage == "semi":
+        return "semi.learning_rate (train.learning_rate when it is null)"
+    return "train.learning_rate"
+
+
 class NaNStop(StepCallback):
     """Raises TrainingError on a NaN or Inf loss, naming the step and the checkpoint kept.
 
@@ -131,7 +138,7 @@ class NaNStop(StepCallback):
             raise TrainingError(
                 f"{self.stage}: the loss became {loss} at step {step}; stopped. "
                 f"Last good checkpoint kept: {self.state.describe(self.state.paths.last)}. "
-                "Try a lower train.learning_rate."
+                f"Try a lower {_rate_key(self.stage)}."
             )
 
 
@@ -160,7 +167,7 @@ class DivergenceStop(StepCallback):
                 f"{self.stage}: training diverged at step {step}: {reason}; stopped. "
                 f"Last checkpoint kept: {self.state.describe(paths.last)}; best validated "
                 f"checkpoint: {self.state.describe(paths.best)}. "
-                "Try a lower train.learning_rate (or keep train.feature_scale_weight > 0)."
+                f"Try a lower {_rate_key(self.stage)} (or keep train.feature_scale_weight > 0)."
             )
 
 
