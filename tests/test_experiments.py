@@ -21,18 +21,12 @@ TINY = [
     "train.validate_every=100000",
     "train.image_every=0",
 ]
-BUDGET = "0.01"  # configs/demo.yaml: pretrain 400 -> 4 steps, semi 300 -> 3 steps
+BUDGET = "0.01"  # pretrain 400 -> 4 steps, semi 300 -> 3 steps (demo.yaml, and the overrides below)
 
 
-def _rain200h_args(tmp_path):
-    """Rain200H's table on 12 generated training pairs and 2 test pairs, tiny and short."""
-    from bench.bench_shards import generate_pairs
-
-    train, test = tmp_path / "pairs" / "train", tmp_path / "pairs" / "test"
-    if not train.exists():
-        generate_pairs(train, 12)
-        generate_pairs(test, 2)
-    args = ["rain200h", "--budget", BUDGET, "--runs-root", str(tmp_path / "runs")]
+def _rain200h_args(runs_root, train, test):
+    """Rain200H's table on the ``train`` and ``test`` pair folders, tiny and short."""
+    args = ["rain200h", "--budget", BUDGET, "--runs-root", str(runs_root)]
     data = [f"data.labeled.pairs={train}", f"data.test={test}"]
     for override in [*TINY, "train.steps=400", "semi.steps=300", *data]:
         args += ["--set", override]
@@ -133,11 +127,16 @@ def test_table3_report_puts_each_row_beside_the_papers_numbers(tmp_path):
 
 @pytest.mark.slow
 def test_a_table_end_to_end_then_a_second_run_skips_finished_rows_and_resumes(tmp_path, capsys):
-    # Rain200H's four rows: two pretrain-only, each sharing its pretrain with a semi row.
-    assert experiments.main(_rain200h_args(tmp_path)) == 0
-    first = capsys.readouterr().out
+    from bench.bench_shards import generate_pairs
 
     runs = tmp_path / "runs"
+    args = _rain200h_args(
+        runs, generate_pairs(tmp_path / "train", 12), generate_pairs(tmp_path / "test", 2)
+    )
+    # Rain200H's four rows: two pretrain-only, each sharing its pretrain with a semi row.
+    assert experiments.main(args) == 0
+    first = capsys.readouterr().out
+
     table = json.loads((runs / "rain200h" / "rain200h.json").read_text())
     assert [row["key"] for row in table["rows"]] == [r.key for r in TABLES["rain200h"].rows]
     assert sorted(len(g["rows"]) for g in table["pretrains"].values()) == [2, 2]
@@ -152,7 +151,7 @@ def test_a_table_end_to_end_then_a_second_run_skips_finished_rows_and_resumes(tm
     # Run again as after an interruption during the last row's stage semi.
     (runs / "rain200h" / "semi_40pct" / "result.json").unlink()
     (runs / "rain200h" / "semi_40pct" / "semi" / "done.json").unlink()
-    assert experiments.main([*_rain200h_args(tmp_path), "--resume"]) == 0
+    assert experiments.main([*args, "--resume"]) == 0
     second = capsys.readouterr().out
     assert second.count("finished earlier: skipped") == 3
     assert "stage pretrain:" not in second
