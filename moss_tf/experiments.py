@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from moss_tf.config import ExperimentConfig, config_from_dict, load_config
 from moss_tf.errors import ConfigError, MossError
-from moss_tf.paper_tables import TABLES, Row, TableSpec
+from moss_tf.paper_tables import SUPERVISED, TABLES, Row, TableSpec
 
 __all__ = ["Plan", "PlannedRow", "main", "plan_table", "run_plan", "scale_budget"]
 
@@ -67,13 +67,13 @@ class PlannedRow:
     def weights(self) -> Path:
         """The network the row is evaluated with: the final one of its last stage."""
         stage = self.row.stages[-1]
-        return self._stage_dir(stage) / stage / "final.weights.h5"
+        return self._stage_dir(stage) / stage_folder(stage) / "final.weights.h5"
 
     @property
     def logs(self) -> Path:
         """TensorBoard logs of the row's last stage."""
         stage = self.row.stages[-1]
-        return self._stage_dir(stage) / stage / "logs"
+        return self._stage_dir(stage) / stage_folder(stage) / "logs"
 
     @property
     def trained_in(self) -> Path:
@@ -114,11 +114,29 @@ class Plan:
         return chr(ord("A") + list(self.pretrain_groups()).index(planned.pretrain_dir))
 
     def stage_steps(self) -> dict[str, int]:
-        """Steps of each stage (equal for every row of a table)."""
+        """Steps of each stage (equal for every row of a table); the control trains semi's."""
         from moss_tf.training import stage_steps
 
         cfg = self.rows[0].cfg
-        return {stage: stage_steps(cfg, stage) for stage in ("pretrain", "semi")}
+        steps = {stage: stage_steps(cfg, stage) for stage in ("pretrain", "semi")}
+        return {**steps, SUPERVISED: steps["semi"]}
+
+
+def stage_folder(stage: str) -> str:
+    """The folder a row's stage trains in: the control trains as stage ``pretrain``."""
+    return "pretrain" if stage == SUPERVISED else stage
+
+
+def supervised_control_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` for the equal-budget control: stage pretrain for semi's steps at semi's rate."""
+    from moss_tf.training import stage_steps
+
+    train = dataclasses.replace(
+        cfg.train,
+        steps=stage_steps(cfg, "semi"),
+        learning_rate=cfg.semi.learning_rate or cfg.train.learning_rate,
+    )
+    return dataclasses.replace(cfg, train=train)
 
 
 # --------------------------------------------------------------------------- planning
@@ -224,7 +242,7 @@ def _read_json(path: Path) -> dict | None:
 
 def stage_record(run_dir: Path, stage: str, stage_fingerprint: str) -> dict | None:
     """The completion record of a finished stage trained with this config, else None."""
-    record = _read_json(run_dir / stage / DONE_FILE)
+    record = _read_json(run_dir / stage_folder(stage) / DONE_FILE)
     if record and record.get("fingerprint") == stage_fingerprint:
         return record
     return None
@@ -265,8 +283,8 @@ def estimate_seconds_left(plan: Plan) -> float | None:
 
     Returns None while nothing has been measured yet.
     """
-    spent: dict[str, list[float]] = {"pretrain": [0.0, 0.0], "semi": [0.0, 0.0]}
-    pending: dict[str, int] = {"pretrain": 0, "semi": 0}
+    spent: dict[str, list[float]] = {stage: [0.0, 0.0] for stage in plan.stage_steps()}
+    pending: dict[str, int] = dict.fromkeys(plan.stage_steps(), 0)
     for _, stage, run_dir, fp in _stage_jobs(plan):
         record = stage_record(run_dir, stage, fp)
         if record:
@@ -275,8 +293,9 @@ def estimate_seconds_left(plan: Plan) -> float | None:
         else:
             pending[stage] += plan.stage_steps()[stage]
     rate = {stage: s / n for stage, (s, n) in spent.items() if n}
-    if "pretrain" in rate and "semi" not in rate:
-        rate["semi"] = rate["pretrain"] * SEMI_STEP_COST
+    if "pretrain" in rate:
+        rate.setdefault("semi", rate["pretrain"] * SEMI_STEP_COST)
+        rate.setdefault(SUPERVISED, rate["pretrain"])
     if any(steps and stage not in rate for stage, steps in pending.items()):
         return None
     evaluations = [finished_result(p, plan) for p in plan.rows]
@@ -327,21 +346,24 @@ def run_stage_once(
 
     if stage_record(run_dir, stage, stage_fp):
         return
-    cfg = planned.pretrain_cfg if stage == "pretrain" else planned.cfg
-    if resume and not _same_config(run_dir / stage / "config.yaml", cfg):
-        _say(f"note: {run_dir / stage} was trained with another config; starting it again")
+    cfg = {"pretrain": planned.pretrain_cfg, "semi": planned.cfg}.get(stage)
+    cfg = cfg or supervised_control_config(planned.cfg)
+    folder = run_dir / stage_folder(stage)
+    if resume and not _same_config(folder / "config.yaml", cfg):
+        _say(f"note: {folder} was trained with another config; starting it again")
         resume = False
-    init = planned.pretrain_dir / "pretrain" / "final.weights.h5" if stage == "semi" else None
+    pretrained = planned.pretrain_dir / "pretrain" / "final.weights.h5"
+    init = None if stage == "pretrain" else pretrained
     keras.backend.clear_session()  # each stage builds its own networks and graphs
     started = time.perf_counter()
-    summary = run_stage(cfg, stage, run_dir, resume=resume, init=init)
+    summary = run_stage(cfg, stage_folder(stage), run_dir, resume=resume, init=init)
     record = {
         "fingerprint": stage_fp,
         "steps": summary["steps"],
         "seconds": time.perf_counter() - started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    (run_dir / stage / DONE_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
+    (folder / DONE_FILE).write_text(json.dumps(record, indent=2), encoding="utf-8")
 
 
 def evaluate_row(planned: PlannedRow, plan: Plan) -> dict:

@@ -10,7 +10,7 @@ from conftest import REPO, TINY_MODEL
 
 from moss_tf import experiments
 from moss_tf.config import ConfigError
-from moss_tf.paper_tables import TABLES
+from moss_tf.paper_tables import SUPERVISED, TABLES
 from moss_tf.table_report import write_report
 
 TINY = [
@@ -52,7 +52,7 @@ def test_plan_shares_one_pretrain_between_rows_that_differ_only_in_stage_semi():
         ("wo_self_training", "wo_tv", "ours"),
         ("wo_skip",),
     }
-    assert plan.stage_steps() == {"pretrain": 200, "semi": 150}
+    assert plan.stage_steps() == {"pretrain": 200, "semi": 150, SUPERVISED: 150}
     assert plan.config_steps == {"pretrain": 400, "semi": 300}
 
 
@@ -64,6 +64,22 @@ def test_every_sweep_value_reaches_its_row_config():
     plan = experiments.plan_table(TABLES["table5"], REPO / "configs" / "demo.yaml", runs_root="r")
     assert [p.cfg.semi.target_decay for p in plan.rows][:6] == [0, 0.9, 0.99, 0.999, 0.9999, 1]
     assert len(plan.pretrain_groups()) == 1
+
+
+def test_the_demo_control_trains_as_many_steps_as_semi_at_semis_rate_from_the_same_network():
+    plan = experiments.plan_table(
+        TABLES["demo"],
+        REPO / "configs" / "demo.yaml",
+        overrides=["semi.learning_rate=0.0001"],
+        budget=0.5,
+        runs_root="r",
+    )
+    rows = {p.row.key: p for p in plan.rows}
+    assert len(plan.pretrain_groups()) == 1  # all three rows start from one pretrained network
+    control = experiments.supervised_control_config(rows["supervised"].cfg)
+    assert control.train.steps == 150 and control.train.learning_rate == 0.0001
+    assert rows["supervised"].weights.parts[-3:] == ("supervised", "pretrain", "final.weights.h5")
+    assert rows["pretrained"].weights.parent.parent == rows["moss"].pretrain_dir
 
 
 def test_time_left_comes_from_the_seconds_per_step_measured_so_far(tmp_path):
@@ -157,3 +173,36 @@ def test_a_table_end_to_end_then_a_second_run_skips_finished_rows_and_resumes(tm
     assert "stage pretrain:" not in second
     assert second.count("stage semi:") == 1 and "[rain200h row 4/4 semi_40pct] stage semi" in second
     assert (runs / "rain200h" / "semi_40pct" / "result.json").is_file()
+
+
+@pytest.mark.slow
+def test_the_demo_table_scores_the_control_continued_from_the_pretrained_network(tmp_path, capsys):
+    import numpy as np
+
+    from moss_tf.checkpoints import load_network
+
+    runs = tmp_path / "runs"
+    args = ["demo", "--budget", BUDGET, "--runs-root", str(runs)]
+    # A control that cannot move its weights: they must be the pretrained network's.
+    for override in [*TINY, "semi.learning_rate=1e-12"]:
+        args += ["--set", override]
+    assert experiments.main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("stage pretrain:") == 1 and "stage supervised: 3 steps" in out
+
+    table = json.loads((runs / "demo" / "demo.json").read_text())
+    rows = {row["key"]: row for row in table["rows"]}
+    assert set(rows) == {"pretrained", "supervised", "moss"}
+    for row in rows.values():
+        assert 0 < row["ours"]["target_style"]["ssim_rgb"] <= 1, row["key"]
+    record = json.loads((runs / "demo" / "supervised" / "pretrain" / "done.json").read_text())
+    assert record["steps"] == 3
+
+    def trainable(key):
+        network, _ = load_network(checkpoint=rows[key]["weights"])
+        return [w.numpy() for w in network.trainable_weights]
+
+    pretrained, control = trainable("pretrained"), trainable("supervised")
+    assert pretrained and len(pretrained) == len(control)
+    for before, after in zip(pretrained, control, strict=True):
+        np.testing.assert_allclose(after, before, atol=1e-6)
