@@ -15,10 +15,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo as a table: stage pretrain on style A, then from that network both
+# stage semi (style B unlabeled) and the equal-budget supervised control.
 demo: $(STAMP)
-	$(PY) train.py --stage pretrain
-	$(PY) train.py --stage semi
-	$(PY) evaluate.py
+	$(PY) -m moss_tf.experiments demo
 
 test: $(STAMP) browser
 	$(PY) -m ruff check .
