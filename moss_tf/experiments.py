@@ -492,7 +492,10 @@ def describe_plan(plan: Plan) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from moss_tf.cli import start_tensorflow
     from moss_tf.table_report import write_report
+
+    start_tensorflow()  # without the start-up lines that only say "no GPU here"
 
     try:
         plan = plan_table(
