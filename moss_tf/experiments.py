@@ -336,6 +336,15 @@ def _same_config(saved: Path, cfg: ExperimentConfig) -> bool:
         return False
 
 
+def _stage_config(planned: PlannedRow, stage: str) -> ExperimentConfig:
+    """The config a row's stage trains with (the shared pretrain saves the base semi section)."""
+    if stage == "pretrain":
+        return planned.pretrain_cfg
+    if stage == SUPERVISED:
+        return supervised_control_config(planned.cfg)
+    return planned.cfg
+
+
 def run_stage_once(
     planned: PlannedRow, stage: str, run_dir: Path, stage_fp: str, resume: bool
 ) -> None:
@@ -346,8 +355,7 @@ def run_stage_once(
 
     if stage_record(run_dir, stage, stage_fp):
         return
-    cfg = {"pretrain": planned.pretrain_cfg, "semi": planned.cfg}.get(stage)
-    cfg = cfg or supervised_control_config(planned.cfg)
+    cfg = _stage_config(planned, stage)
     folder = run_dir / stage_folder(stage)
     if resume and not _same_config(folder / "config.yaml", cfg):
         _say(f"note: {folder} was trained with another config; starting it again")
