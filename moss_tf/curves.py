@@ -4,8 +4,11 @@
 each run, the holdout PSNR (RGB; the ``labeled_style`` split when validated,
 else the mean over validation splits) and the memory
 scales (mean memory-item norm, largest batch-norm moving variance) against the
-step, with stage ``semi`` continuing where ``pretrain`` ended. It reads only
-the run directories' ``<stage>/logs`` (TensorFlow is not needed).
+step, with stage ``semi`` continuing where ``pretrain`` ended, and prints for
+each run the numbers of the README's stability criterion: the largest fall of
+holdout PSNR below its best so far at the validations after ``--after`` (both
+the plotted PSNR and the mean over all splits), and the largest scales. It
+reads only the run directories' ``<stage>/logs`` (TensorFlow is not needed).
 """
 
 from __future__ import annotations
@@ -46,21 +49,68 @@ def run_curves(run_dir: Path) -> dict[str, np.ndarray]:
         if not logs.is_dir():
             continue
         scalars = read_scalars(logs)
-        psnr = defaultdict(list)
         # The labeled-style split when there is one: stages may validate on
         # different sets of splits, and a mean over different sets misleads.
         wanted = "labeled_style/psnr_rgb" if "labeled_style/psnr_rgb" in scalars else "/psnr_rgb"
-        for tag, points in scalars.items():
-            if tag.endswith(wanted):
-                for step, value in points:
-                    psnr[step].append(value)
-        curves["psnr"] += [(offset + s, float(np.mean(v))) for s, v in sorted(psnr.items())]
+        curves["psnr"] += _mean_over_tags(scalars, wanted, offset)
+        curves["psnr_mean"] += _mean_over_tags(scalars, "/psnr_rgb", offset)
         for tag in SCALES:
             curves[tag] += [(offset + s, v) for s, v in scalars.get(tag, [])]
         steps = [s for points in scalars.values() for s, _ in points]
         offset += max(steps, default=0)
         curves["stage_ends"].append((offset, 0.0))
     return {key: np.array(points) for key, points in curves.items()}
+
+
+def _mean_over_tags(scalars, suffix: str, offset: int) -> list[tuple[int, float]]:
+    """``[(offset + step, mean over the tags ending in suffix), ...]``."""
+    values = defaultdict(list)
+    for tag, points in scalars.items():
+        if tag.endswith(suffix):
+            for step, value in points:
+                values[step].append(value)
+    return [(offset + step, float(np.mean(v))) for step, v in sorted(values.items())]
+
+
+def largest_fall(psnr: np.ndarray, after: int) -> float:
+    """Largest drop below the best so far (over all earlier validations) after step ``after``.
+
+    ``psnr`` is ``[(step, value), ...]``; 0 when PSNR never fell, NaN when
+    no validation comes after ``after``.
+    """
+    if not len(psnr) or psnr[-1, 0] <= after:
+        return float("nan")
+    best_so_far = np.maximum.accumulate(psnr[:, 1])
+    late = psnr[:, 0] > after
+    return float(np.max(best_so_far[late] - psnr[late, 1]))
+
+
+def stability_summary(curves: dict[str, np.ndarray], after: int) -> dict[str, float]:
+    """The README's stability numbers of one run's curves (NaN where a run has no data)."""
+
+    def column(key):
+        points = curves.get(key, np.zeros((0, 2)))
+        return points[:, 1] if len(points) else np.array([np.nan])
+
+    return {
+        "final PSNR": float(column("psnr_mean")[-1]),
+        "fall, mean": largest_fall(curves.get("psnr_mean", np.zeros((0, 2))), after),
+        "fall, plotted": largest_fall(curves.get("psnr", np.zeros((0, 2))), after),
+        "max memory norm": float(column(SCALES[0]).max()),
+        "max BN variance": float(column(SCALES[1]).max()),
+    }
+
+
+def print_summary(runs: list[tuple[str, Path]], after: int) -> None:
+    """One line per run: final mean PSNR, largest falls after ``after``, largest scales."""
+    rows = [(label, stability_summary(run_curves(path), after)) for label, path in runs]
+    print(
+        f"holdout PSNR (dB, RGB; mean of splits, and the plotted split); fall: largest "
+        f"drop below the best so far at a validation after step {after}"
+    )
+    print("run".ljust(20) + "".join(f"{key:>17}" for key in rows[0][1]))
+    for label, summary in rows:
+        print(label.ljust(20) + "".join(f"{value:>17.4g}" for value in summary.values()))
 
 
 def plot(runs: list[tuple[str, Path]], output: Path) -> Path:
@@ -99,6 +149,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m moss_tf.curves", description=__doc__)
     parser.add_argument("runs", nargs="+", help="run directories, each optionally =LABEL")
     parser.add_argument("--output", required=True, help="PNG to write")
+    parser.add_argument(
+        "--after", type=int, default=2000, help="first step of the PSNR-fall window (default 2000)"
+    )
     args = parser.parse_args(argv)
     runs = []
     for spec in args.runs:
@@ -106,6 +159,7 @@ def main(argv=None) -> int:
         if not Path(path).is_dir():
             parser.error(f"{path}: not a run directory")
         runs.append((label or Path(path).name, Path(path)))
+    print_summary(runs, args.after)
     print(plot(runs, Path(args.output)))
     return 0
 
