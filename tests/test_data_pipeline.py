@@ -101,6 +101,32 @@ def test_real_rainy_folder_and_synthetic_target_domain(tmp_path):
     assert data.num_unlabeled == 6  # the built-in unlabeled photographs
 
 
+def test_held_out_test_images_never_reach_the_unlabeled_set(tmp_path):
+    for n in range(6):
+        _write(tmp_path / "clean" / f"{n}.png", np.full((30, 30, 3), 40 * n, np.uint8))
+        _write(tmp_path / "other" / f"{n}.png", np.full((30, 30, 3), 40 * n, np.uint8))
+    # Light rain brightens a flat crop by far less than the 40 levels between files,
+    # so a crop's grey level names its file.
+    same = {"clean": str(tmp_path / "clean"), "rain": {"preset": "light"}}
+    cfg = _data(labeled={"clean": str(tmp_path / "clean"), "holdout": 2}, unlabeled=same)
+    data = build_training_data(cfg, batch_size=2, crop_size=16, seed=0, with_unlabeled=True)
+    assert (data.num_labeled, data.num_unlabeled) == (4, 4)
+    assert "the 2 held-out test images left out" in data.description
+    test = build_test_sets(cfg)["target_style"].as_numpy_iterator()
+    held = {int(item["name"]) for item in test}
+    seen = {
+        round((float(b.numpy().mean()) + 1) * 127.5 / 40) for b in data.unlabeled.unbatch().take(64)
+    }
+    assert len(held) == 2 and seen == set(range(6)) - held
+    # Another folder holds none of the held-out files: all of it is unlabeled.
+    cfg = _data(
+        labeled={"clean": str(tmp_path / "clean"), "holdout": 2},
+        unlabeled={**same, "clean": str(tmp_path / "other")},
+    )
+    data = build_training_data(cfg, batch_size=2, crop_size=16, seed=0, with_unlabeled=True)
+    assert data.num_unlabeled == 6 and "left out" not in data.description
+
+
 def test_size_mismatch_and_small_images_name_the_file(tmp_path, caplog):
     root = _paired_folder(tmp_path / "set", 3)
     _write(root / "rain" / "norain-2.png", np.zeros((20, 20, 3), np.uint8))

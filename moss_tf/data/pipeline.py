@@ -332,6 +332,12 @@ def _rain_on_crop(pool: ImageSource, rain: RainSynthesizer, crop: int) -> Callab
     return make
 
 
+def _holdout_split(loader: _Loader, cfg: DataConfig) -> tuple[list[Path], list[Path]]:
+    """(held-out test images, training images) of ``data.labeled.clean``, by ``data.split_seed``."""
+    paths = loader.paths(cfg.labeled.clean, "data.labeled.clean")
+    return seeded_split(paths, cfg.labeled.holdout, cfg.split_seed)
+
+
 def _labeled_source(
     loader: _Loader, cfg: DataConfig, crop: int
 ) -> tuple[Callable, int, list[Pair], str]:
@@ -361,7 +367,7 @@ def _labeled_source(
     value = labeled.clean if labeled.clean is not None else BUILTIN
     paths = loader.paths(value, "data.labeled.clean")
     if labeled.holdout:
-        held, paths = seeded_split(paths, labeled.holdout, cfg.split_seed)
+        held, paths = _holdout_split(loader, cfg)
         if not paths:
             raise DataError(
                 f"data.labeled.holdout={labeled.holdout} leaves none of the {len(held)} "
@@ -388,6 +394,14 @@ def _unlabeled_source(
         synthetic = BUILTIN
     if synthetic is not None:
         paths = loader.paths(synthetic, "data.unlabeled.clean", builtin.UNLABELED_PHOTOS)
+        excluded = ""
+        if cfg.labeled.holdout and synthetic != BUILTIN:
+            # The test images never reach training, not even rainy and unlabeled.
+            held = {path.resolve() for path in _holdout_split(loader, cfg)[0]}
+            kept = [path for path in paths if path.resolve() not in held]
+            if len(kept) < len(paths):
+                excluded = f", the {len(paths) - len(kept)} held-out test images left out"
+            paths = kept
         pool = loader.images(paths, f"data.unlabeled.clean ({synthetic})")
         rain = loader.synthesizer(unlabeled.rain, "data.unlabeled.rain")
         rainy_clean = _rain_on_crop(pool, rain, crop)
@@ -398,7 +412,7 @@ def _unlabeled_source(
 
         text = (
             f"{len(pool)} clean images from {_where(synthetic)} "
-            f"+ rain ({unlabeled.rain.preset} preset)"
+            f"+ rain ({unlabeled.rain.preset} preset){excluded}"
         )
         return make, len(pool), text
 
@@ -569,8 +583,7 @@ def build_test_sets(data_cfg: DataConfig) -> dict[str, tf.data.Dataset]:
         clean, names = builtin.builtin_test_tiles()
         with_target = True
     elif cfg.labeled.clean is not None and cfg.labeled.holdout:
-        paths = loader.paths(cfg.labeled.clean, "data.labeled.clean")
-        held, _ = seeded_split(paths, cfg.labeled.holdout, cfg.split_seed)
+        held, _ = _holdout_split(loader, cfg)
         # Full size, like any test set: no max_side, no minimum size.
         clean, kept = load_images(held, what="data.labeled.holdout", on_bad_image=cfg.on_bad_image)
         names = [p.stem for p in kept]
