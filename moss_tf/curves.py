@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from moss_tf import cli
+
 STAGES = ("pretrain", "semi")
 SCALES = ("scale/memory_item_norm", "scale/bn_moving_variance_max")
 
@@ -153,6 +155,8 @@ def main(argv=None) -> int:
         "--after", type=int, default=2000, help="first step of the PSNR-fall window (default 2000)"
     )
     args = parser.parse_args(argv)
+    # TensorBoard's log reader imports TensorFlow when it is installed: start it quietly.
+    cli.start_tensorflow()
     runs = []
     for spec in args.runs:
         path, _, label = spec.partition("=")
