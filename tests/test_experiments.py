@@ -206,3 +206,18 @@ def test_the_demo_table_scores_the_control_continued_from_the_pretrained_network
     assert pretrained and len(pretrained) == len(control)
     for before, after in zip(pretrained, control, strict=True):
         np.testing.assert_allclose(after, before, atol=1e-6)
+
+
+def test_the_transfer_table_runs_the_released_network_with_a_control_and_semi():
+    plan = experiments.plan_table(TABLES["transfer"], None, runs_root="r")
+    rows = {p.row.key: p for p in plan.rows}
+    assert list(rows) == ["pretrained", "supervised", "moss"] and len(plan.pretrain_groups()) == 1
+    cfg = rows["moss"].cfg
+    assert (cfg.model.blocks_per_stage, cfg.model.memory_items) == (4, 512)  # released sizes
+    control = experiments.supervised_control_config(rows["supervised"].cfg)
+    assert control.train.steps == cfg.semi.steps
+    assert control.train.learning_rate == cfg.semi.learning_rate
+    # the unlabeled images have rain the labeled preset never draws (steeper than its angles)
+    unlabeled, labeled = cfg.data.unlabeled, cfg.data.labeled
+    assert unlabeled.rainy is None and unlabeled.clean == labeled.clean
+    assert unlabeled.rain.angle[0] > labeled.rain.angle[1] + labeled.rain.streak_rotation[1]
