@@ -282,6 +282,9 @@ class TensorBoardLog(StepCallback):
 class Validation(StepCallback):
     """PSNR/SSIM on the held-out splits every ``validate_every`` steps; keeps the best state.
 
+    With weight averaging (``train.weight_ema``) the averaged network is
+    scored and saved as ``best.weights.h5``.
+
     Writes ``logs/validation`` scalars, prints a line, saves ``best.npz`` and
     ``best.weights.h5`` when the mean RGB PSNR improves, and adds
     ``val_psnr_rgb`` to the logs of the epoch it ran in (for
@@ -306,6 +309,10 @@ class Validation(StepCallback):
             self.validate(step)
 
     def validate(self, step):
+        with self.model.averaged_weights():
+            self._score_and_keep(step)
+
+    def _score_and_keep(self, step):
         scores = evaluate(self.derainer, self.splits, progress=False)["splits"]
         with self.writer.as_default(step=step):
             for split, values in scores.items():

@@ -16,6 +16,8 @@ All images are float32 NHWC in [-1, 1].
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -259,3 +261,28 @@ class MOSSTrainer(keras.Model):
                 )
 
         ctx.merge_call(cross_replica)
+
+    # ------------------------------------------------------ weight averaging
+
+    @contextlib.contextmanager
+    def averaged_weights(self):
+        """Inside the block the online network holds the optimizer's weight average.
+
+        With ``train.weight_ema`` (the optimizer's ``use_ema``) validation and
+        the saved networks use the average; training steps the raw weights,
+        which are put back on leaving. Without averaging (or before the first
+        step) the block changes nothing. ``fit`` itself leaves the average in
+        the network when it ends (Keras's ``finalize_variable_values``).
+        """
+        optimizer = getattr(self.optimizer, "inner_optimizer", self.optimizer)
+        if not getattr(optimizer, "use_ema", False) or int(optimizer.iterations) == 0:
+            yield
+            return
+        weights = self.online.trainable_variables
+        raw = [w.numpy() for w in weights]
+        optimizer.finalize_variable_values(weights)
+        try:
+            yield
+        finally:
+            for weight, value in zip(weights, raw, strict=True):
+                weight.assign(value)

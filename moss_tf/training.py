@@ -116,7 +116,10 @@ def build_trainer(cfg: ExperimentConfig, stage: str, init_weights: Path | None =
         feature_scale_weight=train.feature_scale_weight,
     )
     optimizer = keras.optimizers.Adam(
-        learning_rate(cfg, stage), global_clipnorm=train.clip_grad_norm
+        learning_rate(cfg, stage),
+        global_clipnorm=train.clip_grad_norm,
+        use_ema=train.weight_ema > 0,
+        ema_momentum=train.weight_ema or 0.99,
     )
     if cfg.train.mixed_precision:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
