@@ -159,6 +159,7 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     # Validation and image panels do not touch the training state; without them
     # the six short runs take a third of the time.
     quiet = ["train.validate_every=100", "train.image_every=0"]
+    quiet.append("train.weight_ema=0.9")  # its average is part of the state
     for stage, steps in (("pretrain", "train.steps"), ("semi", "semi.steps")):
         run_stage(config(f"{steps}=4", *quiet), stage, whole, verbose=False)
         run_stage(config(f"{steps}=2", *quiet), stage, split, verbose=False)
@@ -168,6 +169,27 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
         assert a.keys() == b.keys()
         for key in a:
             np.testing.assert_allclose(b[key], a[key], atol=1e-6, err_msg=f"{stage}: {key}")
+
+
+def test_weight_averaging_saves_the_average_and_trains_the_raw_weights(tmp_path):
+    averaging = ["train.steps=4", "train.weight_ema=0.5", "train.image_every=0"]
+    validated, quiet = tmp_path / "validated", tmp_path / "quiet"
+    summary = run_stage(config(*averaging), "pretrain", validated, verbose=False)
+    run_stage(config(*averaging, "train.validate_every=100"), "pretrain", quiet, verbose=False)
+    assert [row["step"] for row in summary["validation"]] == [2, 4]
+    # Scoring the average (steps 2 and 4) leaves the raw weights to train on.
+    last = state_arrays(validated / "pretrain" / "checkpoints" / "last.npz")
+    for key, value in state_arrays(quiet / "pretrain" / "checkpoints" / "last.npz").items():
+        np.testing.assert_allclose(last[key], value, atol=1e-6, err_msg=key)
+    paths = ckpt.read_meta(validated / "pretrain" / "checkpoints" / "last.npz")["paths"]
+    saved = [last[f"v{i:05d}"] for i in range(len(paths))]
+    averages = [a for path, a in zip(paths, saved, strict=True) if path.endswith("_average")]
+    network, _ = ckpt.load_network(checkpoint=validated / "pretrain" / "final.weights.h5")
+    raw = dict(zip((id(v) for v in network.variables), saved, strict=False))  # listed first
+    assert len(averages) == len(network.trainable_weights)
+    for weight, average in zip(network.trainable_weights, averages, strict=True):
+        np.testing.assert_allclose(weight.numpy(), average, atol=1e-6, err_msg=weight.path)
+        assert not np.allclose(raw[id(weight)], average), weight.path  # trained: raw != average
 
 
 def test_semi_without_a_pretrained_network_says_what_to_run(tmp_path):
