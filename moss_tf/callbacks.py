@@ -282,7 +282,7 @@ class TensorBoardLog(StepCallback):
 class Validation(StepCallback):
     """PSNR/SSIM on the held-out splits every ``validate_every`` steps; keeps the best state.
 
-    With weight averaging (``train.weight_ema``) the averaged network is
+    With weight averaging (``train.weight_average``) the averaged network is
     scored and saved as ``best.weights.h5``.
 
     Writes ``logs/validation`` scalars, prints a line, saves ``best.npz`` and
@@ -370,9 +370,12 @@ class Checkpointing(StepCallback):
         self.saved_step = step
         self.pending = False
 
-    def on_train_end(self, logs=None):
-        # fit ended early (a user's EarlyStopping, say): keep where it stopped.
-        if self.step != self.saved_step and not self.state.guard.suspicious:
+    def on_epoch_end(self, epoch, logs=None):
+        # fit is ending early (a user's EarlyStopping, say): keep where it
+        # stopped. Not at on_train_end: by then fit has put the weight average
+        # into the network (train.weight_average), and the state holds the raw weights.
+        stopping = self.model.stop_training and self.step != self.saved_step
+        if stopping and not self.state.guard.suspicious:
             self.save(self.step)
 
 

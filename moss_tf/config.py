@@ -142,11 +142,14 @@ class TrainConfig(Section):
     feature_scale_limit: float = 10.0
     feature_scale_weight: float = 1.0
     clip_grad_norm: float | None = None
-    # Weight averaging (issue 10): the momentum of an exponential moving
-    # average of the trainable weights (the optimizer's use_ema), which
-    # validation, best/final weights and the run's model.weights.h5 use;
-    # training itself steps the raw weights. 0: off (the authors' recipe).
-    weight_ema: float = 0.0
+    # Weight averaging (issue 10): an exponential moving average of the
+    # trainable weights (the optimizer's use_ema), which validation, the
+    # best/final weights and the run's model.weights.h5 use; training itself
+    # steps the raw weights. The value is the average's time constant as a
+    # fraction of the stage's steps: momentum 1 - 1 / (weight_average * steps),
+    # so 0.25 is 0.999 over 4,000 steps and a scaled-down run averages alike.
+    # 0: off (the authors' recipe).
+    weight_average: float = 0.0
     # Stop a run whose loss jumps or whose scales explode without NaN
     # (moss_tf.divergence.DivergenceGuard); 0 turns a check off.
     divergence_loss_factor: float = 3.0
@@ -174,7 +177,7 @@ class TrainConfig(Section):
         _check(self.feature_scale_limit > 0, where, "feature_scale_limit", "must be > 0")
         for key in ("feature_scale_weight", "divergence_loss_factor", "divergence_scale_limit"):
             _check(getattr(self, key) >= 0, where, key, "must be >= 0")
-        _check(0 <= self.weight_ema < 1, where, "weight_ema", "must be in [0, 1) (0 = off)")
+        _check(self.weight_average >= 0, where, "weight_average", "must be >= 0 (0 = off)")
         _check(self.divergence_patience >= 1, where, "divergence_patience", "must be >= 1")
         _check(
             self.clip_grad_norm is None or self.clip_grad_norm > 0,

@@ -268,7 +268,7 @@ class MOSSTrainer(keras.Model):
     def averaged_weights(self):
         """Inside the block the online network holds the optimizer's weight average.
 
-        With ``train.weight_ema`` (the optimizer's ``use_ema``) validation and
+        With ``train.weight_average`` (the optimizer's ``use_ema``) validation and
         the saved networks use the average; training steps the raw weights,
         which are put back on leaving. Without averaging (or before the first
         step) the block changes nothing. ``fit`` itself leaves the average in

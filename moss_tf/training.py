@@ -88,6 +88,18 @@ def learning_rate(cfg: ExperimentConfig, stage: str):
     )
 
 
+def weight_average_momentum(cfg: ExperimentConfig, stage: str) -> float:
+    """The stage's weight-average momentum: ``1 - 1 / (train.weight_average * steps)``.
+
+    At least 0 (an average over less than a step is the last weights); the
+    Keras default 0.99 when averaging is off (then unused).
+    """
+    span = cfg.train.weight_average * stage_steps(cfg, stage)
+    if not span:
+        return 0.99
+    return max(0.0, 1.0 - 1.0 / span)
+
+
 def build_trainer(cfg: ExperimentConfig, stage: str, init_weights: Path | None = None):
     """Online network (and target for ``semi``), trainer and built optimizer.
 
@@ -118,8 +130,8 @@ def build_trainer(cfg: ExperimentConfig, stage: str, init_weights: Path | None =
     optimizer = keras.optimizers.Adam(
         learning_rate(cfg, stage),
         global_clipnorm=train.clip_grad_norm,
-        use_ema=train.weight_ema > 0,
-        ema_momentum=train.weight_ema or 0.99,
+        use_ema=train.weight_average > 0,
+        ema_momentum=weight_average_momentum(cfg, stage),
     )
     if cfg.train.mixed_precision:
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

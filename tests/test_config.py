@@ -67,7 +67,7 @@ def test_unknown_keys_are_named_with_their_file(tmp_path):
         ("semi.density_range=[1.1, 0.5]", "semi.density_range"),
         ("model.use_memory=maybe", "model.use_memory"),
         ("train.learning_rate=-1", "train.learning_rate"),
-        ("train.weight_ema=1", "train.weight_ema"),
+        ("train.weight_average=-1", "train.weight_average"),
     ],
 )
 def test_bad_values_are_named(override, key):

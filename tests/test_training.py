@@ -13,7 +13,13 @@ from conftest import REPO, TINY_MODEL
 import train
 from moss_tf import checkpoints as ckpt
 from moss_tf.config import load_config
-from moss_tf.training import TrainingError, build_trainer, learning_rate, run_stage
+from moss_tf.training import (
+    TrainingError,
+    build_trainer,
+    learning_rate,
+    run_stage,
+    weight_average_momentum,
+)
 
 FAST = [
     *(f"model.{key}={value}" for key, value in TINY_MODEL.items()),
@@ -159,7 +165,6 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
     # Validation and image panels do not touch the training state; without them
     # the six short runs take a third of the time.
     quiet = ["train.validate_every=100", "train.image_every=0"]
-    quiet.append("train.weight_ema=0.9")  # its average is part of the state
     for stage, steps in (("pretrain", "train.steps"), ("semi", "semi.steps")):
         run_stage(config(f"{steps}=4", *quiet), stage, whole, verbose=False)
         run_stage(config(f"{steps}=2", *quiet), stage, split, verbose=False)
@@ -172,15 +177,22 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
 
 
 def test_weight_averaging_saves_the_average_and_trains_the_raw_weights(tmp_path):
-    averaging = ["train.steps=4", "train.weight_ema=0.5", "train.image_every=0"]
-    validated, quiet = tmp_path / "validated", tmp_path / "quiet"
+    # Momentum 1 - 1 / (0.5 * 4 steps) = 0.5.
+    averaging = ["train.steps=4", "train.weight_average=0.5", "train.image_every=0"]
+    validated, quiet, stopped = tmp_path / "validated", tmp_path / "quiet", tmp_path / "stopped"
     summary = run_stage(config(*averaging), "pretrain", validated, verbose=False)
-    run_stage(config(*averaging, "train.validate_every=100"), "pretrain", quiet, verbose=False)
+    quiet_cfg = config(*averaging, "train.validate_every=100", "train.checkpoint_every=100")
+    run_stage(quiet_cfg, "pretrain", quiet, verbose=False)
+    # Stopped by a user's callback at step 3 (no checkpoint due), then resumed.
+    run_stage(quiet_cfg, "pretrain", stopped, verbose=False, callbacks=[Recorder(stop_after=3)])
+    run_stage(quiet_cfg, "pretrain", stopped, resume=True, verbose=False)
     assert [row["step"] for row in summary["validation"]] == [2, 4]
-    # Scoring the average (steps 2 and 4) leaves the raw weights to train on.
+    # Scoring the average (steps 2 and 4) leaves the raw weights to train on,
+    # and a stop keeps the raw weights for --resume.
     last = state_arrays(validated / "pretrain" / "checkpoints" / "last.npz")
-    for key, value in state_arrays(quiet / "pretrain" / "checkpoints" / "last.npz").items():
-        np.testing.assert_allclose(last[key], value, atol=1e-6, err_msg=key)
+    for run in (quiet, stopped):
+        for key, value in state_arrays(run / "pretrain" / "checkpoints" / "last.npz").items():
+            np.testing.assert_allclose(value, last[key], atol=1e-6, err_msg=f"{run.name}: {key}")
     paths = ckpt.read_meta(validated / "pretrain" / "checkpoints" / "last.npz")["paths"]
     saved = [last[f"v{i:05d}"] for i in range(len(paths))]
     averages = [a for path, a in zip(paths, saved, strict=True) if path.endswith("_average")]
@@ -190,6 +202,19 @@ def test_weight_averaging_saves_the_average_and_trains_the_raw_weights(tmp_path)
     for weight, average in zip(network.trainable_weights, averages, strict=True):
         np.testing.assert_allclose(weight.numpy(), average, atol=1e-6, err_msg=weight.path)
         assert not np.allclose(raw[id(weight)], average), weight.path  # trained: raw != average
+
+
+def test_weight_average_momentum_spans_a_fraction_of_each_stage():
+    cfg = config("train.steps=4000", "semi.steps=1500", "train.weight_average=0.25")
+    assert weight_average_momentum(cfg, "pretrain") == pytest.approx(0.999)
+    assert weight_average_momentum(cfg, "semi") == pytest.approx(1 - 1 / 375)
+    assert (
+        weight_average_momentum(config("train.steps=2", "train.weight_average=0.25"), "pretrain")
+        == 0
+    )
+    optimizer = build_trainer(cfg, "pretrain").optimizer
+    assert optimizer.use_ema and optimizer.ema_momentum == pytest.approx(0.999)
+    assert not build_trainer(config(), "pretrain").optimizer.use_ema  # off by default
 
 
 def test_semi_without_a_pretrained_network_says_what_to_run(tmp_path):
