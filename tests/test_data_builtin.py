@@ -73,7 +73,7 @@ def test_demo_styles_fall_at_different_angles(demo_tests):
             values.append(_correlation(rain, dy, dx))
         return np.mean(values)
 
-    # Style A is near-vertical; style B leans right by 25-40 degrees.
+    # Style A is near-vertical (within 5 degrees); style B leans right by 8-18.
     assert mean_correlation("labeled_style", 3, 0) > mean_correlation("target_style", 3, 0)
     assert mean_correlation("target_style", 3, -2) > mean_correlation("labeled_style", 3, -2)
 

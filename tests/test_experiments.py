@@ -21,7 +21,8 @@ TINY = [
     "train.validate_every=100000",
     "train.image_every=0",
 ]
-BUDGET = "0.01"  # pretrain 400 -> 4 steps, semi 300 -> 3 steps (demo.yaml, and the overrides below)
+# pretrain 1000 -> 10 steps (demo.yaml) or 400 -> 4 (the overrides below), semi 300 -> 3
+BUDGET = "0.01"
 
 
 def _rain200h_args(runs_root, train, test):
@@ -52,8 +53,8 @@ def test_plan_shares_one_pretrain_between_rows_that_differ_only_in_stage_semi():
         ("wo_self_training", "wo_tv", "ours"),
         ("wo_skip",),
     }
-    assert plan.stage_steps() == {"pretrain": 200, "semi": 150, SUPERVISED: 150}
-    assert plan.config_steps == {"pretrain": 400, "semi": 300}
+    assert plan.stage_steps() == {"pretrain": 500, "semi": 150, SUPERVISED: 150}
+    assert plan.config_steps == {"pretrain": 1000, "semi": 300}
 
 
 def test_every_sweep_value_reaches_its_row_config():
@@ -88,14 +89,14 @@ def test_time_left_comes_from_the_seconds_per_step_measured_so_far(tmp_path):
     )
     assert experiments.estimate_seconds_left(plan) is None  # nothing measured yet
     shared = plan.rows[-1]  # "ours": its pretrain is shared with two other rows
-    record = {"fingerprint": shared.pretrain_fingerprint, "steps": 200, "seconds": 100.0}
+    record = {"fingerprint": shared.pretrain_fingerprint, "steps": 500, "seconds": 250.0}
     (shared.pretrain_dir / "pretrain").mkdir(parents=True)
     (shared.pretrain_dir / "pretrain" / "done.json").write_text(json.dumps(record))
-    # 3 pretrains of 200 steps left at 0.5 s/step; 6 semis of 150 steps, each
+    # 3 pretrains of 500 steps left at 0.5 s/step; 6 semis of 150 steps, each
     # step estimated at SEMI_STEP_COST pretrain steps until one is measured.
-    expected = 3 * 200 * 0.5 + 6 * 150 * 0.5 * experiments.SEMI_STEP_COST
+    expected = 3 * 500 * 0.5 + 6 * 150 * 0.5 * experiments.SEMI_STEP_COST
     assert experiments.estimate_seconds_left(plan) == pytest.approx(expected)
-    assert experiments.format_duration(expected) == "38 min 45 s"
+    assert experiments.format_duration(expected) == "46 min 15 s"
     assert experiments.format_duration(3725) == "1 h 02 min"
 
 

@@ -110,6 +110,7 @@ def test_pretrain_then_semi_leave_checkpoints_logs_and_config(tmp_path):
 
 def test_cosine_schedule_decays_each_stage_over_its_own_steps_and_resumes_with_the_step():
     cosine = ("train.lr_schedule=cosine", "train.lr_min_fraction=0.1", "train.steps=10")
+    cosine += ("train.learning_rate=2e-4",)
     cfg = config(*cosine, "semi.steps=4", "semi.learning_rate=1e-4")
     pretrain, semi = learning_rate(cfg, "pretrain"), learning_rate(cfg, "semi")
     assert [float(pretrain(step)) for step in (0, 5, 10, 20)] == pytest.approx(
@@ -122,7 +123,7 @@ def test_cosine_schedule_decays_each_stage_over_its_own_steps_and_resumes_with_t
     trainer.optimizer.iterations.assign(5)
     assert float(trainer.optimizer.learning_rate) == pytest.approx(2e-4 * 0.55)
     # The authors' recipe: one constant rate per stage.
-    assert learning_rate(config(), "pretrain") == 2e-4
+    assert learning_rate(config("train.learning_rate=2e-4"), "pretrain") == 2e-4
     assert learning_rate(config("semi.learning_rate=5e-5"), "semi") == 5e-5
 
 

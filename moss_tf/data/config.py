@@ -51,8 +51,9 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # (rain is drawn on the crop at native resolution); angles in degrees from
 # vertical, positive = the top of a streak leans right; intensities and haze
 # in [0, 1]. ``light``/``heavy`` are general purpose; ``fine_vertical`` and
-# ``slanted_haze`` are the two deliberately different styles of the built-in
-# demo (labeled domain A, target domain B).
+# ``slanted_dense`` are the two deliberately different styles of the built-in
+# demo (labeled domain A, target domain B); ``slanted_haze`` is the demo's
+# earlier style B, further from A.
 RAIN_PRESETS: dict[str, dict[str, Any]] = {
     "light": {
         "density": 0.004,
@@ -92,6 +93,19 @@ RAIN_PRESETS: dict[str, dict[str, Any]] = {
         # so the demo's domain gap would be haze rather than rain.
         "haze": [0.0, 0.08],
         "blend": "add",
+    },
+    # The demo's style B: thicker, denser streaks leaning 8-18 degrees, where
+    # style A's lean at most 5. Close enough to A that a network trained on A
+    # already removes part of it (so every network beats the rainy input),
+    # far enough that it leaves the rest.
+    "slanted_dense": {
+        "density": 0.01,
+        "length": [15.0, 35.0],
+        "width": [1.5, 2.5],
+        "angle": [8.0, 18.0],
+        "intensity": [0.4, 0.8],
+        "haze": [0.0, 0.0],
+        "blend": "screen",
     },
     # Rain spanning real rain, per image: density log-uniform from a drizzle to
     # a downpour, one shared angle for procedural streaks and streak layers,
@@ -168,7 +182,7 @@ class RainConfig:
     shows exactly what was used.
 
     Attributes:
-        preset: ``light``, ``heavy``, ``fine_vertical``, ``slanted_haze`` or
+        preset: ``light``, ``heavy``, ``fine_vertical``, ``slanted_dense``, ``slanted_haze`` or
             ``realistic`` (every key below drawn per image from a wide range).
         density: probability that a pixel starts a procedural streak
             (0 = no procedural streaks), e.g. 0.004 light ... 0.02 heavy; or
@@ -279,7 +293,7 @@ def _style_a() -> RainConfig:
 
 
 def _style_b() -> RainConfig:
-    return RainConfig(preset="slanted_haze")
+    return RainConfig(preset="slanted_dense")
 
 
 @dataclass
@@ -337,7 +351,7 @@ class UnlabeledConfig:
         rainy: folder or list file of real rainy photographs.
         clean: folder or list of clean images, or ``builtin``: rain ``rain``
             is added and the clean image thrown away (a synthetic target domain).
-        rain: rain for ``clean`` (default preset ``slanted_haze``, unlike the
+        rain: rain for ``clean`` (default preset ``slanted_dense``, unlike the
             labeled default, so the two domains differ).
 
     With neither set, the unlabeled set is: the built-in photographs when the
