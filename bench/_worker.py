@@ -163,8 +163,8 @@ def training(
     from moss_tf.training import build_trainer
 
     cfg = load_config(config, overrides or [])
-    if cfg.train.mixed_precision:  # as moss_tf.training.run_stage does
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    if cfg.train.precision_policy:  # as moss_tf.training.run_stage does
+        keras.mixed_precision.set_global_policy(cfg.train.precision_policy)
     batch_size, crop = cfg.train.batch_size, cfg.train.crop_size
     trainer = build_trainer(cfg, stage)
     batch = _synthetic_batch(tf, stage, batch_size, crop)

@@ -28,6 +28,13 @@ from moss_tf.errors import ConfigError
 # reading a config does not import Keras.
 MEMORY_MODES = ("per_image", "batch", "frozen")
 LR_SCHEDULES = ("constant", "cosine")
+# train.mixed_precision -> the Keras policy it trains under (None: float32).
+MIXED_PRECISION_POLICIES = {
+    False: None,
+    True: "mixed_float16",
+    "float16": "mixed_float16",
+    "bfloat16": "mixed_bfloat16",
+}
 
 __all__ = [
     "ConfigError",
@@ -128,7 +135,10 @@ class TrainConfig(Section):
     checkpoint_every: int = 100
     image_every: int = 100
     devices: list[str] = field(default_factory=list)
-    mixed_precision: bool = False
+    # Mixed precision: false (float32), true or "float16" (GPUs; with loss
+    # scaling) or "bfloat16" (TPUs, recent GPUs, and CPUs with AVX512_BF16 or
+    # AMX). Weights, the memory and batch-norm statistics stay float32.
+    mixed_precision: bool | str = False
     jit_compile: bool = False
     # Recompute the residual stages' activations in the backward pass instead
     # of storing them (MOSSNet.recompute): exact, less memory, more time.
@@ -156,6 +166,11 @@ class TrainConfig(Section):
     divergence_patience: int = 20
     divergence_scale_limit: float = 1e6
 
+    @property
+    def precision_policy(self) -> str | None:
+        """The Keras policy ``mixed_precision`` trains under (None: float32)."""
+        return MIXED_PRECISION_POLICIES[self.mixed_precision]
+
     def validate(self, where: str) -> None:
         for key in ("steps", "batch_size", "log_every", "validate_every", "checkpoint_every"):
             _check(getattr(self, key) >= 1, where, key, "must be >= 1")
@@ -178,6 +193,12 @@ class TrainConfig(Section):
         for key in ("feature_scale_weight", "divergence_loss_factor", "divergence_scale_limit"):
             _check(getattr(self, key) >= 0, where, key, "must be >= 0")
         _check(self.weight_average >= 0, where, "weight_average", "must be >= 0 (0 = off)")
+        _check(
+            self.mixed_precision in MIXED_PRECISION_POLICIES,
+            where,
+            "mixed_precision",
+            f"must be false, true, float16 or bfloat16, got {self.mixed_precision!r}",
+        )
         _check(self.divergence_patience >= 1, where, "divergence_patience", "must be >= 1")
         _check(
             self.clip_grad_norm is None or self.clip_grad_norm > 0,

@@ -133,7 +133,7 @@ def build_trainer(cfg: ExperimentConfig, stage: str, init_weights: Path | None =
         use_ema=train.weight_average > 0,
         ema_momentum=weight_average_momentum(cfg, stage),
     )
-    if cfg.train.mixed_precision:
+    if cfg.train.precision_policy == "mixed_float16":  # bfloat16 needs no loss scaling
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     # XLA compiles one replica's step; with several replicas the step holds
     # cross-replica calls XLA cannot compile, so it runs as a plain graph.
@@ -282,8 +282,8 @@ def run_stage(
     """
     # Mixed precision is a global Keras policy: set it for this run only.
     previous = keras.mixed_precision.global_policy()
-    if cfg.train.mixed_precision:
-        keras.mixed_precision.set_global_policy("mixed_float16")
+    if cfg.train.precision_policy:
+        keras.mixed_precision.set_global_policy(cfg.train.precision_policy)
     try:
         return _run_stage(cfg, stage, Path(run_dir), resume, init, strategy, verbose, callbacks)
     finally:

@@ -68,6 +68,7 @@ def test_unknown_keys_are_named_with_their_file(tmp_path):
         ("model.use_memory=maybe", "model.use_memory"),
         ("train.learning_rate=-1", "train.learning_rate"),
         ("train.weight_average=-1", "train.weight_average"),
+        ("train.mixed_precision=float8", "train.mixed_precision"),
     ],
 )
 def test_bad_values_are_named(override, key):

@@ -261,15 +261,27 @@ def test_command_line_rejects_bad_values_naming_the_key(tmp_path, capsys):
     assert "train.crop_size" in capsys.readouterr().err
 
 
-def test_mixed_precision_runs_and_leaves_the_global_policy_as_it_was(tmp_path):
+@pytest.mark.parametrize(
+    ("setting", "policy", "loss_scaling"),
+    [("true", "mixed_float16", True), ("bfloat16", "mixed_bfloat16", False)],
+)
+def test_mixed_precision_runs_and_leaves_the_global_policy_as_it_was(
+    tmp_path, setting, policy, loss_scaling
+):
     import keras
 
+    cfg = config("train.steps=2", f"train.mixed_precision={setting}")
+    assert cfg.train.precision_policy == policy
     before = keras.mixed_precision.global_policy().name
-    summary = run_stage(
-        config("train.steps=2", "train.mixed_precision=true"),
-        "pretrain",
-        tmp_path / "r",
-        verbose=False,
-    )
+    keras.mixed_precision.set_global_policy(policy)  # as run_stage does
+    try:
+        trainer = build_trainer(cfg, "pretrain")
+    finally:
+        keras.mixed_precision.set_global_policy(before)
+    assert trainer.online.compute_dtype == policy.removeprefix("mixed_")
+    assert {w.dtype for w in trainer.online.weights} == {"float32"}
+    is_scaled = isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert is_scaled == loss_scaling
+    summary = run_stage(cfg, "pretrain", tmp_path / "r", verbose=False)
     assert np.isfinite(summary["last_losses"]["loss"])
     assert keras.mixed_precision.global_policy().name == before
