@@ -156,30 +156,28 @@ def training(
     the traced step graph (forward, backward, Adam, EMA target update).
     """
     tf = _setup_tensorflow(threads)
-    import keras
 
     from bench.flops import forward_flops, function_flops
     from moss_tf.config import load_config
-    from moss_tf.training import build_trainer
+    from moss_tf.training import build_trainer, precision_policy
 
     cfg = load_config(config, overrides or [])
-    if cfg.train.precision_policy:  # as moss_tf.training.run_stage does
-        keras.mixed_precision.set_global_policy(cfg.train.precision_policy)
     batch_size, crop = cfg.train.batch_size, cfg.train.crop_size
-    trainer = build_trainer(cfg, stage)
-    batch = _synthetic_batch(tf, stage, batch_size, crop)
-    step = tf.function(trainer.train_step, jit_compile=cfg.train.jit_compile)
-    step_flops = function_flops(step.get_concrete_function(batch))
-    result = {
-        "config": config,
-        "stage": stage,
-        "batch_size": batch_size,
-        "crop_size": crop,
-        "step_flops": step_flops,
-        "forward_flops_per_crop": forward_flops(trainer.online, crop),
-        "baseline_rss_mb": max_rss_mb(),
-    }
-    result.update(time_steps(lambda: float(step(batch)["loss"]), min_steps, seconds))
+    with precision_policy(cfg):  # as moss_tf.training.run_stage runs it
+        trainer = build_trainer(cfg, stage)
+        batch = _synthetic_batch(tf, stage, batch_size, crop)
+        step = tf.function(trainer.train_step, jit_compile=cfg.train.jit_compile)
+        step_flops = function_flops(step.get_concrete_function(batch))
+        result = {
+            "config": config,
+            "stage": stage,
+            "batch_size": batch_size,
+            "crop_size": crop,
+            "step_flops": step_flops,
+            "forward_flops_per_crop": forward_flops(trainer.online, crop),
+            "baseline_rss_mb": max_rss_mb(),
+        }
+        result.update(time_steps(lambda: float(step(batch)["loss"]), min_steps, seconds))
     return result
 
 

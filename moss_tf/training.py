@@ -10,6 +10,7 @@ and the stops (NaN, divergence, SIGTERM); yours run after them::
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -280,12 +281,22 @@ def run_stage(
             (``on_epoch_end``, whose logs hold ``val_psnr_rgb``). One that sets
             ``model.stop_training`` ends the stage with a checkpoint.
     """
-    # Mixed precision is a global Keras policy: set it for this run only.
+    with precision_policy(cfg):
+        return _run_stage(cfg, stage, Path(run_dir), resume, init, strategy, verbose, callbacks)
+
+
+@contextlib.contextmanager
+def precision_policy(cfg: ExperimentConfig):
+    """Inside the block Keras builds layers under ``train.mixed_precision``'s policy.
+
+    The policy is global in Keras: it is set for the block only and the
+    previous one restored on leaving. Float32 leaves the global policy alone.
+    """
     previous = keras.mixed_precision.global_policy()
     if cfg.train.precision_policy:
         keras.mixed_precision.set_global_policy(cfg.train.precision_policy)
     try:
-        return _run_stage(cfg, stage, Path(run_dir), resume, init, strategy, verbose, callbacks)
+        yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
 

@@ -17,6 +17,7 @@ from moss_tf.training import (
     TrainingError,
     build_trainer,
     learning_rate,
+    precision_policy,
     run_stage,
     weight_average_momentum,
 )
@@ -273,11 +274,9 @@ def test_mixed_precision_runs_and_leaves_the_global_policy_as_it_was(
     cfg = config("train.steps=2", f"train.mixed_precision={setting}")
     assert cfg.train.precision_policy == policy
     before = keras.mixed_precision.global_policy().name
-    keras.mixed_precision.set_global_policy(policy)  # as run_stage does
-    try:
+    with precision_policy(cfg):  # as run_stage builds it
         trainer = build_trainer(cfg, "pretrain")
-    finally:
-        keras.mixed_precision.set_global_policy(before)
+    assert keras.mixed_precision.global_policy().name == before
     assert trainer.online.compute_dtype == policy.removeprefix("mixed_")
     assert {w.dtype for w in trainer.online.weights} == {"float32"}
     is_scaled = isinstance(trainer.optimizer, keras.optimizers.LossScaleOptimizer)
