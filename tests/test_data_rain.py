@@ -179,6 +179,32 @@ def test_no_veil_and_no_streaks_leave_the_background_unchanged():
     np.testing.assert_allclose(out, clean.numpy(), atol=1e-6)
 
 
+def _veiled(rain: RainConfig, seed) -> bool:
+    """Whether ``rain`` veiled a black image: streaks light few pixels, a veil all."""
+    out = RainSynthesizer(rain)(tf.zeros([48, 48, 3]), seed=[seed, 2]).numpy()
+    return bool(out.min() > 0.1)
+
+
+def test_only_rain_as_dense_as_veil_min_density_gets_a_veil():
+    def rain(density):
+        return RainConfig(
+            preset="realistic",
+            density=density,
+            veil_probability=1.0,
+            veil_min_density=0.002,
+            veil_transmission=[0.7, 0.7],
+            veil_gradient=[0.0, 0.0],
+            clean_probability=0.0,
+        )
+
+    assert not any(_veiled(rain(0.001), seed) for seed in range(4))
+    assert all(_veiled(rain(0.004), seed) for seed in range(4))
+    # A drawn density: veiled where the draw reaches 0.002, log-uniformly
+    # ln(0.012/0.002) / ln(0.012/0.0005) = 56% of the images.
+    share = np.mean([_veiled(rain([0.0005, 0.012]), seed) for seed in range(64)])
+    assert 0.35 < share < 0.77
+
+
 def test_clean_probability_one_returns_the_clean_image():
     clean = tf.constant(_texture())
     always = RainConfig(preset="realistic", clean_probability=1.0)
@@ -207,6 +233,7 @@ def test_realistic_preset_is_deterministic_under_the_seed():
         ({"density": [0.02, 0.01]}, "density"),
         ({"blur": [0.0, 20.0]}, "blur"),
         ({"veil_probability": 1.5}, "veil_probability"),
+        ({"veil_min_density": -0.1}, "veil_min_density"),
         ({"veil_transmission": [0.5, 1.2]}, "veil_transmission"),
         ({"veil_gradient": [-0.1, 0.5]}, "veil_gradient"),
         ({"airlight": [0.9, 0.8]}, "airlight"),

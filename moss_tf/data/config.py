@@ -144,6 +144,7 @@ _STREAK_DEFAULTS: dict[str, Any] = {
     # give the same rain as before these keys existed.
     "blur": [0.0, 0.0],
     "veil_probability": 0.0,
+    "veil_min_density": 0.0,
     "veil_transmission": [1.0, 1.0],
     "veil_gradient": [0.0, 0.0],
     "airlight": [0.8, 0.95],
@@ -205,6 +206,10 @@ class RainConfig:
         veil_probability: probability that an image gets a veil
             ``I = B t + A (1 - t)`` (atmospheric scattering: background B,
             airlight A, transmission t), applied before the streaks.
+        veil_min_density: only images whose procedural-streak ``density`` is
+            at least this can get a veil (0 = any image): the veil is light
+            scattered by dense rain, and a network taught to lift a veil off
+            lightly rained photos dims every clear photo a little.
         veil_transmission: [min, max] transmission t at the top of the image,
             per image (1 = no veil).
         veil_gradient: [min, max] share of the veil that fades out from the
@@ -233,6 +238,7 @@ class RainConfig:
     streak_intensity: list[float] | None = None
     blur: list[float] | None = None
     veil_probability: float | None = None
+    veil_min_density: float | None = None
     veil_transmission: list[float] | None = None
     veil_gradient: list[float] | None = None
     airlight: list[float] | None = None
@@ -276,6 +282,8 @@ class RainConfig:
         _check_range(self.streak_intensity, where, "streak_intensity", 0.0, 4.0)
         _check_range(self.blur, where, "blur", 0.0, 8.0)
         _check_probability(self.veil_probability, where, "veil_probability")
+        if not 0.0 <= self.veil_min_density <= 0.5:
+            _fail(where, "veil_min_density", f"must be in [0, 0.5], got {self.veil_min_density}")
         _check_range(self.veil_transmission, where, "veil_transmission", 0.05, 1.0)
         _check_range(self.veil_gradient, where, "veil_gradient", 0.0, 1.0)
         _check_range(self.airlight, where, "airlight", 0.0, 1.0)

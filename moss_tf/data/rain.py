@@ -29,7 +29,7 @@ import tensorflow as tf
 from moss_tf.data.config import RainConfig
 from moss_tf.data.pool import ImagePool
 
-__all__ = ["RainSynthesizer", "procedural_streaks", "streak_layer_rain"]
+__all__ = ["RainSynthesizer", "procedural_streaks", "streak_density", "streak_layer_rain"]
 
 # Brightness of the haze veil, drawn per image: rain haze is a light grey.
 _HAZE_LIGHT = (0.8, 0.95)
@@ -111,12 +111,22 @@ def _gaussian_blur(layer: tf.Tensor, sigma: tf.Tensor, max_sigma: float) -> tf.T
     return out[0]
 
 
+def streak_density(rain: RainConfig, seed: tf.Tensor):
+    """The procedural-streak density of one image: ``rain.density``, or drawn
+    log-uniformly from it when it is a [min, max] range (the draw
+    ``procedural_streaks`` makes with the same ``seed``)."""
+    if isinstance(rain.density, list):
+        return _log_uniform(_fold(seed, 1), rain.density)
+    return tf.constant(float(rain.density))
+
+
 def procedural_streaks(
     height: tf.Tensor,
     width: tf.Tensor,
     rain: RainConfig,
     seed: tf.Tensor,
     angle: tf.Tensor | None = None,
+    density: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """A rain layer of procedural streaks, float32 ``[H, W, 1]`` in [0, 1].
 
@@ -134,13 +144,13 @@ def procedural_streaks(
         rain: parameters; the kernel sizes come from its maxima (static).
         seed: int32/int64 shape [2] stateless seed.
         angle: radians, to use instead of drawing one from ``rain.angle``.
+        density: the image's density, to use instead of ``streak_density(rain, seed)``.
     """
     seeds = tf.random.experimental.stateless_split(seed, 5)
     if angle is None:
         angle = _uniform(seeds[0], rain.angle) * (math.pi / 180.0)
-    density = rain.density
-    if isinstance(density, list):
-        density = _log_uniform(_fold(seed, 1), density)
+    if density is None:
+        density = streak_density(rain, seed)
     length = _uniform(seeds[1], rain.length)
     thickness = _uniform(seeds[2], rain.width)
 
@@ -232,15 +242,16 @@ class RainSynthesizer:
         haze = _uniform(seeds[0], rain.haze)
         light = _uniform(seeds[1], _HAZE_LIGHT)
         image = clean * (1.0 - haze) + haze * light
+        density = streak_density(rain, seeds[2])
         if rain.veil_probability > 0:
-            image = self._veil(image, extra[0])
+            image = self._veil(image, extra[0], density)
 
         angle = None
         if rain.shared_angle:
             angle = _uniform(extra[1], rain.angle) * (math.pi / 180.0)
         streaks = tf.zeros(tf.stack([height, width, 1]))
         if _has_density(rain.density):
-            streaks = procedural_streaks(height, width, rain, seeds[2], angle)
+            streaks = procedural_streaks(height, width, rain, seeds[2], angle, density)
         if self.layers is not None:
             base = 0.0 if angle is None else angle
             layer = streak_layer_rain(self.layers, height, width, rain, seeds[3], base)
@@ -258,11 +269,18 @@ class RainSynthesizer:
             rainy = tf.where(keep_clean, clean, rainy)
         return rainy
 
-    def _veil(self, image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """``I = B t + A (1 - t)`` with t lowest at the top row, on some images."""
+    def _veil(self, image: tf.Tensor, seed: tf.Tensor, density) -> tf.Tensor:
+        """``I = B t + A (1 - t)`` with t lowest at the top row, on some images.
+
+        Only images whose streak ``density`` reaches ``rain.veil_min_density``
+        can get one: the veil is light scattered by dense rain.
+        """
         rain = self.rain
         seeds = tf.random.experimental.stateless_split(seed, 5)
-        veiled = tf.random.stateless_uniform([], seeds[0]) < rain.veil_probability
+        veiled = tf.logical_and(
+            tf.random.stateless_uniform([], seeds[0]) < rain.veil_probability,
+            density >= rain.veil_min_density,
+        )
         top = _uniform(seeds[1], rain.veil_transmission)
         fade = _uniform(seeds[2], rain.veil_gradient)
         rows = tf.linspace(0.0, 1.0, tf.shape(image)[0])[:, None, None]
