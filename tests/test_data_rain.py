@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tensorflow as tf
+from PIL import Image
 
 from moss_tf.config import config_from_dict
 from moss_tf.data import RainConfig, RainSynthesizer
@@ -156,9 +157,17 @@ def test_realistic_preset_spans_no_rain_to_dense_within_bounds():
 
 def test_veil_follows_the_scattering_model_and_thins_downwards():
     black = tf.zeros([32, 16, 3])
-    veil = RainConfig(preset="realistic", density=0.0, veil_probability=1.0, clean_probability=0.0)
+    veil = RainConfig(
+        preset="realistic",
+        density=0.0,
+        veil_probability=1.0,
+        veil_min_density=0.0,
+        veil_transmission=[0.7, 0.9],
+        clean_probability=0.0,
+    )
     for seed in range(6):
         out = RainSynthesizer(veil)(black, seed=[seed, 5]).numpy()
+        assert out.min() > 0.0  # veiled everywhere
         # Over black, I = A (1 - t): at most 0.3 * (0.95 + 0.03), at least 0 with t <= 1.
         assert out.max() <= 0.3 * 0.98 + 1e-6
         rows = out.mean(axis=(1, 2))
@@ -172,6 +181,7 @@ def test_no_veil_and_no_streaks_leave_the_background_unchanged():
         preset="realistic",
         density=0.0,
         veil_probability=1.0,
+        veil_min_density=0.0,
         veil_transmission=[1.0, 1.0],
         clean_probability=0.0,
     )
@@ -255,3 +265,14 @@ def test_sample_grid_renders_from_bundled_photographs():
     grid = render_grid("realistic", None, columns=2, crop=32)
     assert grid.dtype == np.uint8
     assert grid.shape == (len(PHOTOS) * 32 + (len(PHOTOS) - 1) * 4, 3 * 32 + 2 * 4, 3)
+
+
+def test_rain_strength_is_measured_on_the_first_photos_of_a_folder(tmp_path):
+    from moss_tf.data.rain_samples import rain_psnrs
+
+    for i in range(3):
+        Image.fromarray((_texture(48) * 255).astype(np.uint8)).save(tmp_path / f"{i}.png")
+    heavy = rain_psnrs("heavy", None, str(tmp_path), count=2, crop=32)
+    light = rain_psnrs("light", None, str(tmp_path), count=2, crop=32)
+    assert heavy.shape == light.shape == (2,)
+    assert np.all(heavy < 15.0) and np.all(heavy < light)

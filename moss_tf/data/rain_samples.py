@@ -6,8 +6,11 @@ rain from consecutive seeds::
 
     python -m moss_tf.data.rain_samples --output docs/rain_realistic.png
     python -m moss_tf.data.rain_samples --preset heavy --streaks none --output heavy.png
+    python -m moss_tf.data.rain_samples --stats ../shared/data/bsd300_clean
 
-``--streaks`` composites streak-layer images (default: the Garg & Nayar
+``--stats FOLDER`` prints instead how strong the rain is: PSNR of rainy vs
+clean on centre crops of the folder's first photographs (by name), one seed
+each. ``--streaks`` composites streak-layer images (default: the Garg & Nayar
 layers in ``../shared/data/rain_streaks_garg`` when present).
 """
 
@@ -67,12 +70,47 @@ def render_grid(
         for c, cell in enumerate(cells):
             y, x = r * (crop + GAP), c * (crop + GAP)
             grid[y : y + crop, x : x + crop] = cell
-    return np.round(np.clip(grid, 0.0, 1.0) * 255.0).astype(np.uint8)
+    return _to_uint8(grid)
+
+
+def _to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def rain_psnrs(
+    preset: str, streaks: str | None, folder: str, count: int = 64, crop: int = 256
+) -> np.ndarray:
+    """PSNR (dB, paper convention) of rainy vs clean on centre crops of the
+    first ``count`` photographs in ``folder``, seed ``[0, i]`` for the i-th;
+    ``inf`` where the preset left the image clean."""
+    import tensorflow as tf
+
+    from moss_tf.data.images import list_images
+    from moss_tf.data.rain import RainSynthesizer
+    from moss_tf.metrics import psnr_rgb
+
+    synth = RainSynthesizer(RainConfig(preset=preset, streaks=streaks), _layers(streaks))
+    values = []
+    for i, path in enumerate(list_images(resolve_path(folder, "--stats"))[:count]):
+        clean = _center_crop(read_image(path), crop).astype(np.float32) / 255.0
+        rainy = synth(tf.constant(clean), seed=[0, i]).numpy()
+        values.append(psnr_rgb(_to_uint8(rainy), _to_uint8(clean)))
+    return np.array(values, np.float64)
+
+
+def _print_stats(preset: str, streaks: str | None, folder: str) -> None:
+    values = rain_psnrs(preset, streaks, folder)
+    rained = values[np.isfinite(values)]
+    print(
+        f"{preset} on {len(values)} crops of {folder}: {len(values) - len(rained)} left clean; "
+        f"rainy PSNR {rained.min():.1f}-{rained.max():.1f} dB, median {np.median(values):.1f} dB"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", required=True, help="PNG file to write")
+    parser.add_argument("--output", help="PNG file to write")
+    parser.add_argument("--stats", metavar="FOLDER", help="print rain strength on these photos")
     parser.add_argument("--preset", default="realistic", choices=sorted(RAIN_PRESETS))
     parser.add_argument(
         "--streaks",
@@ -83,6 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--crop", type=int, default=224, help="crop side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if (args.output is None) == (args.stats is None):
+        parser.error("give --output (a sample grid) or --stats FOLDER (rain strength)")
     streaks = args.streaks
     if streaks is None:
         try:
@@ -92,6 +132,9 @@ def main(argv: list[str] | None = None) -> None:
             streaks = None
     elif streaks == "none":
         streaks = None
+    if args.stats is not None:
+        _print_stats(args.preset, streaks, args.stats)
+        return
     grid = render_grid(args.preset, streaks, args.columns, args.crop, args.seed)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
