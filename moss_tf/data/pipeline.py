@@ -16,6 +16,7 @@ reads and decodes its share of the files, not all of them.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -593,11 +594,15 @@ def build_test_sets(data_cfg: DataConfig) -> dict[str, tf.data.Dataset]:
             "no test set: set data.test=PATH (a folder in any paired layout), or "
             "data.labeled.holdout=N to hold out N of the data.labeled.clean images"
         )
+    # Every labeled_style image gets rain: one left clean (clean_probability)
+    # would make the split's rainy-input PSNR infinite; the ``none`` split of
+    # data.holdout_rain scores rain-free photos.
+    always_rained = dataclasses.replace(cfg.labeled.rain, clean_probability=0.0)
     sets = {
         "labeled_style": _synthetic_split(
             clean,
             names,
-            loader.synthesizer(cfg.labeled.rain, "data.labeled.rain"),
+            loader.synthesizer(always_rained, "data.labeled.rain"),
             cfg.split_seed,
             _TEST_LABELED_STYLE,
         )
