@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from bench.__main__ import scoring_note
 from bench.side_by_side import Round, measurements, report, side_by_side_rows
+from moss_tf.config import load_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _args(**overrides):
@@ -24,6 +28,9 @@ def test_each_moss_measurement_runs_right_before_its_reference_with_the_same_set
         assert int(size["train.batch_size"]) == reference.params["batch_size"]
         assert int(size["train.crop_size"]) == reference.params["crop_size"]
         assert ours.params["stage"] == reference.params["stage"]
+        # the same arithmetic: the reference does not average weights
+        load_config(REPO / ours.params["config"], ours.params["overrides"])
+        assert size["train.weight_average"] == "0"
     settings = {(m.params["stage"], m.params["batch_size"]) for m in trainings[1::2]}
     assert settings == {("pretrain", 8), ("semi", 8), ("pretrain", 32), ("semi", 4)}
     assert not any("paper" in m.key for m in measurements(_args(paper=False)))
