@@ -155,16 +155,15 @@ def test_realistic_preset_spans_no_rain_to_dense_within_bounds():
     assert change[~untouched].min() < 0.01 and 0.05 < change.max() < 0.35
 
 
+def _veil_on_every_image(**keys) -> RainConfig:
+    """``realistic``, none left clean, a veil on every image however light (``keys`` win)."""
+    values = {"density": 0.0, "veil_probability": 1.0, "veil_min_density": 0.0}
+    return RainConfig(preset="realistic", clean_probability=0.0, **{**values, **keys})
+
+
 def test_veil_follows_the_scattering_model_and_thins_downwards():
     black = tf.zeros([32, 16, 3])
-    veil = RainConfig(
-        preset="realistic",
-        density=0.0,
-        veil_probability=1.0,
-        veil_min_density=0.0,
-        veil_transmission=[0.7, 0.9],
-        clean_probability=0.0,
-    )
+    veil = _veil_on_every_image(veil_transmission=[0.7, 0.9])
     for seed in range(6):
         out = RainSynthesizer(veil)(black, seed=[seed, 5]).numpy()
         assert out.min() > 0.0  # veiled everywhere
@@ -177,14 +176,7 @@ def test_veil_follows_the_scattering_model_and_thins_downwards():
 
 def test_no_veil_and_no_streaks_leave_the_background_unchanged():
     clean = tf.constant(_texture())
-    still = RainConfig(
-        preset="realistic",
-        density=0.0,
-        veil_probability=1.0,
-        veil_min_density=0.0,
-        veil_transmission=[1.0, 1.0],
-        clean_probability=0.0,
-    )
+    still = _veil_on_every_image(veil_transmission=[1.0, 1.0])
     out = RainSynthesizer(still)(clean, seed=[4, 4]).numpy()
     np.testing.assert_allclose(out, clean.numpy(), atol=1e-6)
 
@@ -197,14 +189,11 @@ def _veiled(rain: RainConfig, seed) -> bool:
 
 def test_only_rain_as_dense_as_veil_min_density_gets_a_veil():
     def rain(density):
-        return RainConfig(
-            preset="realistic",
+        return _veil_on_every_image(
             density=density,
-            veil_probability=1.0,
             veil_min_density=0.002,
             veil_transmission=[0.7, 0.7],
             veil_gradient=[0.0, 0.0],
-            clean_probability=0.0,
         )
 
     assert not any(_veiled(rain(0.001), seed) for seed in range(4))

@@ -92,9 +92,9 @@ def rain_psnrs(
     synth = RainSynthesizer(RainConfig(preset=preset, streaks=streaks), _layers(streaks))
     values = []
     for i, path in enumerate(list_images(resolve_path(folder, "--stats"))[:count]):
-        clean = _center_crop(read_image(path), crop).astype(np.float32) / 255.0
-        rainy = synth(tf.constant(clean), seed=[0, i]).numpy()
-        values.append(psnr_rgb(_to_uint8(rainy), _to_uint8(clean)))
+        clean = _center_crop(read_image(path), crop)
+        rainy = synth(tf.constant(clean, tf.float32) / 255.0, seed=[0, i]).numpy()
+        values.append(psnr_rgb(_to_uint8(rainy), clean))
     return np.array(values, np.float64)
 
 
