@@ -34,7 +34,12 @@ each one's peak memory (max RSS, TensorFlow included) is its own:
    baseline);
 5. FLOPs counted by TensorFlow's profiler on the graphs that are timed
    (forward: per image; training: the whole ``train_step`` graph, i.e.
-   forward, backward and optimizer), and the achieved GFLOP/s.
+   forward, backward and optimizer), and the achieved GFLOP/s;
+6. memory modes at inference and two-pass tiling (:mod:`bench.memory_modes`);
+7. what the convolutions alone take (:mod:`bench.convolutions`): each
+   convolution of the inference and training graphs run alone, against the
+   whole graph and the matmul peak: the ceiling of the share of the peak
+   (with ``--paper`` also at the paper setting).
 
 Weights are random: speed does not depend on their values. Other programs
 running at the same time slow every figure down; the load average at the
@@ -56,7 +61,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 
-from bench import memory_modes
+from bench import convolutions, memory_modes
 from bench._worker import RESULT_PREFIX
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,7 +69,15 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 INFERENCE_SIZES = (256, 512, 1024)
 #: What ``--only`` can choose, in the order they run.
-SECTIONS = ("side-by-side", "inference", "training", "pipeline", "scoring", "memory")
+SECTIONS = (
+    "side-by-side",
+    "inference",
+    "training",
+    "pipeline",
+    "scoring",
+    "memory",
+    "convolutions",
+)
 WORKER_TIMEOUT_S = 900
 #: A paper-setting step (32 × 256²) takes minutes on a CPU; a semi step and its warm-up far more.
 PAPER_TIMEOUT_S = 7200
@@ -171,6 +184,7 @@ def plan(args, measured_sizes=()) -> list[Measurement]:
             )
         ],
         "memory": memory_modes.plan(quick),  # issue 13: memory modes and two-pass tiling
+        "convolutions": convolutions.plan(args.paper),  # issue 12: what is left to gain
     }
     plan = [m for name in SECTIONS if name in args.only for m in sections.get(name, [])]
     for measurement in plan:
@@ -642,6 +656,7 @@ def report(measurements: list[Measurement], info: dict, args, side_by_side: str 
             parts += [title, "", markdown_table(header, rows, align), ""]
     parts += [
         memory_modes.report_section(measurements),
+        convolutions.report_section(measurements),
         *(f"- {line}" for line in notes(measurements, info, args)),
     ]
     return "\n".join(parts) + "\n"
@@ -658,6 +673,8 @@ def _progress(measurement: Measurement) -> str:
         return f"skipped: {r['skipped']}"
     if measurement.kind in memory_modes.WORKERS:
         return memory_modes.progress(r)
+    if measurement.kind in convolutions.WORKERS:
+        return convolutions.progress(r)
     if measurement.kind == "inference":
         return ", ".join(
             f"{row['size']}: {row['median_s']:.3f} s ({row['cores_used']:.1f} cores)"

@@ -255,9 +255,14 @@ MEASUREMENTS = {"inference": inference, "training": training, "pipeline": pipeli
 
 
 def main(argv=None) -> int:
-    from bench import memory_modes, side_by_side_workers
+    from bench import convolutions, memory_modes, side_by_side_workers
 
-    kinds = {**MEASUREMENTS, **side_by_side_workers.MEASUREMENTS, **memory_modes.WORKERS}
+    kinds = {
+        **MEASUREMENTS,
+        **side_by_side_workers.MEASUREMENTS,
+        **memory_modes.WORKERS,
+        **convolutions.WORKERS,
+    }
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2 or argv[0] not in kinds:
         print(f"usage: python -m bench._worker {{{','.join(kinds)}}} JSON", file=sys.stderr)

@@ -97,16 +97,8 @@ def matmul_peak(size: int = 2048, seconds: float = 2.0, threads: int | None = No
     from bench._worker import _setup_tensorflow
 
     tf = _setup_tensorflow(threads)
-    a = tf.random.stateless_uniform([size, size], (1, 0))
-    b = tf.random.stateless_uniform([size, size], (2, 0))
-    product = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
-    product(a, b).numpy()  # traces; oneDNN picks its kernel
-    timings, start = [], time.perf_counter()
     with CoresUsed() as usage:
-        while len(timings) < 5 or time.perf_counter() - start < seconds:
-            t = time.perf_counter()
-            product(a, b).numpy()
-            timings.append(time.perf_counter() - t)
+        timings = matmul_timings(tf, size, seconds)
     flop = 2.0 * size**3
     return {
         "size": size,
@@ -116,6 +108,25 @@ def matmul_peak(size: int = 2048, seconds: float = 2.0, threads: int | None = No
         "cores_used": usage.cores,
         "peak_rss_mb": max_rss_mb(),
     }
+
+
+def matmul_timings(tf, size: int = 2048, seconds: float = 2.0) -> list[float]:
+    """Seconds of each float32 ``size x size`` matmul call: at least 5 calls and ``seconds``."""
+    a = tf.random.stateless_uniform([size, size], (1, 0))
+    b = tf.random.stateless_uniform([size, size], (2, 0))
+    product = tf.function(lambda x, y: tf.reduce_sum(tf.matmul(x, y)))
+    product(a, b).numpy()  # traces; oneDNN picks its kernel
+    timings, start = [], time.perf_counter()
+    while len(timings) < 5 or time.perf_counter() - start < seconds:
+        t = time.perf_counter()
+        product(a, b).numpy()
+        timings.append(time.perf_counter() - t)
+    return timings
+
+
+def matmul_gflops(tf, size: int = 2048, seconds: float = 1.0) -> float:
+    """The median GFLOP/s of :func:`matmul_timings`: the peak :func:`matmul_peak` reports."""
+    return 2.0 * size**3 / statistics.median(matmul_timings(tf, size, seconds)) / 1e9
 
 
 class _TimedDerainer:

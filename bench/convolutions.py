@@ -1,0 +1,374 @@
+"""What the convolutions alone take: the ceiling on a step's share of the matmul peak.
+
+    python -m bench.convolutions            # inference 512², both steps at 8 × 64²: ~2 min
+    python -m bench.convolutions --paper    # plus the paper setting (32 × 256²): ~6 min more
+
+``python -m bench`` runs the same measurements (section ``convolutions``).
+In one process per row, the worker traces the graph that is timed (one
+image through the network, or ``trainer.train_step`` as ``train.py`` builds
+it), lists its convolutions (forward ``Conv2D`` and, in training,
+``Conv2DBackpropInput`` / ``Conv2DBackpropFilter``, the same shapes and
+attributes), times each distinct one alone on random tensors, and adds the
+times up by how often each occurs. The whole graph and a float32 matmul
+(the peak) are timed in the same process, alternating with the
+convolutions over ``rounds``, so every ratio in a row is side by side.
+
+"Ceiling" divides the whole graph's FLOPs (as the side-by-side table counts
+them, :mod:`bench.flops`) by the convolutions' time alone: the share of the
+peak the step would reach if everything that is not a convolution
+(activations, sums, batch norms, the memory, Adam) took no time at all. A
+target above the ceiling needs faster convolution kernels, not a better graph.
+
+Weights and inputs are random: speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+#: The convolution ops of a traced graph, and the inputs each takes as tensors.
+CONV_TYPES = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
+_ATTRS = ("strides", "padding", "explicit_paddings", "dilations", "data_format")
+
+
+@dataclass(frozen=True)
+class Convolution:
+    """One convolution op of a graph, all that its time depends on.
+
+    ``shapes`` are those of its tensor inputs in the op's order (for the
+    backprop ops the ``*_sizes`` input is the shape it names); ``flops`` is
+    ``2 × output-side elements × kernel height × width × input channels``,
+    as :mod:`bench.flops` counts a ``Conv2D``.
+    """
+
+    op_type: str
+    shapes: tuple[tuple[int, ...], ...]
+    dtype: str
+    attrs: tuple
+    flops: int
+
+
+def graph_convolutions(graph) -> Counter:
+    """``Counter`` of the :class:`Convolution` ops of a traced ``tf.Graph`` (fixed shapes)."""
+    found = Counter()
+    for op in graph.get_operations():
+        if op.type not in CONV_TYPES:
+            continue
+        if op.type == "Conv2D":
+            shapes = [op.inputs[0].shape, op.inputs[1].shape]
+            kernel, output_side = shapes[1], op.outputs[0].shape
+        elif op.type == "Conv2DBackpropInput":  # (input_sizes, filter, out_backprop)
+            shapes = [op.outputs[0].shape, op.inputs[1].shape, op.inputs[2].shape]
+            kernel, output_side = shapes[1], shapes[2]
+        else:  # Conv2DBackpropFilter: (input, filter_sizes, out_backprop)
+            shapes = [op.inputs[0].shape, op.outputs[0].shape, op.inputs[2].shape]
+            kernel, output_side = shapes[1], shapes[2]
+        shapes = tuple(tuple(s.as_list()) for s in shapes)
+        kh, kw, cin, _ = kernel.as_list()
+        flops = 2 * output_side.num_elements() * kh * kw * cin
+        attrs = tuple((name, _attr(op, name)) for name in _ATTRS)
+        dtype = op.outputs[0].dtype.name
+        found[Convolution(op.type, shapes, dtype, attrs, flops)] += 1
+    return found
+
+
+def _attr(op, name):
+    value = op.get_attr(name)
+    if isinstance(value, bytes):
+        return value.decode()
+    return tuple(value) if isinstance(value, list) else value
+
+
+def convolution_call(tf, conv: Convolution):
+    """``(function, make_inputs)``: ``function(*make_inputs())`` runs ``conv`` once.
+
+    The inputs are random tensors of the op's shapes and dtype, made on
+    demand: at the paper setting all of a step's at once would take GBs.
+    """
+    attrs = dict(conv.attrs)
+    dtype = tf.as_dtype(conv.dtype)
+    raw = getattr(tf.raw_ops, conv.op_type)
+
+    def random(index):
+        return tf.cast(tf.random.stateless_normal(conv.shapes[index], (index, 0)), dtype)
+
+    if conv.op_type == "Conv2D":
+        run = tf.function(lambda x, w: raw(input=x, filter=w, **attrs))
+        return run, lambda: (random(0), random(1))
+    if conv.op_type == "Conv2DBackpropInput":
+        sizes = tf.constant(conv.shapes[0], tf.int32)
+        run = tf.function(lambda w, dy: raw(input_sizes=sizes, filter=w, out_backprop=dy, **attrs))
+        return run, lambda: (random(1), random(2))
+    sizes = tf.constant(conv.shapes[1], tf.int32)
+    run = tf.function(lambda x, dy: raw(input=x, filter_sizes=sizes, out_backprop=dy, **attrs))
+    return run, lambda: (random(0), random(2))
+
+
+def _seconds_per_call(fn, inputs, min_calls: int, min_seconds: float) -> float:
+    """Median seconds of calls to ``fn(*inputs)``, at least ``min_calls`` and ``min_seconds``.
+
+    CPU ops finish before the call returns. Small convolutions take well
+    under a millisecond: many calls, so the median is not a slow first one.
+    """
+    seconds, start = [], time.perf_counter()
+    while len(seconds) < min_calls or time.perf_counter() - start < min_seconds:
+        begin = time.perf_counter()
+        fn(*inputs)
+        seconds.append(time.perf_counter() - begin)
+    return statistics.median(seconds)
+
+
+# ---------------------------------------------------------------- worker (child process)
+
+
+def convolutions(
+    stage: str,
+    config: str = "configs/paper.yaml",
+    overrides: list[str] | None = None,
+    side: int = 512,
+    rounds: int = 2,
+    min_calls: int = 3,
+    min_seconds: float = 0.05,
+    threads: int | None = None,
+) -> dict:
+    """Whole graph vs its convolutions alone vs the matmul peak, ``rounds`` alternations.
+
+    ``stage`` is ``"inference"`` (one ``[1, side, side, 3]`` image through the
+    released network) or a training stage (``trainer.train_step`` built from
+    ``config`` plus ``overrides`` on a fixed synthetic batch).
+    """
+    from bench._worker import _setup_tensorflow, max_rss_mb
+    from bench.flops import function_flops
+    from bench.side_by_side_workers import matmul_gflops
+
+    tf = _setup_tensorflow(threads)
+    whole, inputs, setting = _whole_graph(tf, stage, config, overrides or [], side)
+    traced = whole.get_concrete_function(*inputs)
+    graph_flops = sum(function_flops(traced).values())
+    found = graph_convolutions(traced.graph)
+    calls = {conv: convolution_call(tf, conv) for conv in found}
+    whole(*inputs)  # tracing and oneDNN's kernel choice, not timed
+    whole_s, alone_s, peaks = [], {conv: [] for conv in found}, []
+    for _ in range(rounds):
+        peaks.append(matmul_gflops(tf))
+        whole_s.append(_seconds_per_call(whole, inputs, min_calls, min_seconds))
+        for conv, (fn, make_inputs) in calls.items():
+            args = make_inputs()
+            fn(*args)  # warm-up, not timed
+            alone_s[conv].append(_seconds_per_call(fn, args, min_calls, min_seconds))
+    by_type = {}
+    for conv, count in found.items():
+        entry = by_type.setdefault(conv.op_type, {"ops": 0, "flops": 0, "seconds": 0.0})
+        entry["ops"] += count
+        entry["flops"] += count * conv.flops
+        entry["seconds"] += count * statistics.median(alone_s[conv])
+    return {
+        "stage": stage,
+        "setting": setting,
+        "graph_flops": graph_flops,
+        "whole_s": statistics.median(whole_s),
+        "convolutions": by_type,
+        "distinct_convolutions": len(found),
+        "peak_gflops": statistics.median(peaks),
+        "rounds": rounds,
+        "peak_rss_mb": max_rss_mb(),
+    }
+
+
+def _whole_graph(tf, stage, config, overrides, side):
+    """``(tf.function, inputs, setting)`` of the graph a row times."""
+    from bench._worker import _synthetic_batch
+    from moss_tf.config import load_config
+
+    if stage == "inference":
+        from moss_tf.model import MOSSNet
+
+        net = MOSSNet()
+        net.build()
+        image = tf.random.stateless_uniform([1, side, side, 3], (side, 0), -1.0, 1.0)
+        return tf.function(lambda x: net(x, training=False)), (image,), f"one {side}² image"
+    from moss_tf.training import build_trainer, precision_policy
+
+    cfg = load_config(config, overrides)
+    batch, crop = cfg.train.batch_size, cfg.train.crop_size
+    with precision_policy(cfg):  # as bench._worker.training builds it
+        trainer = build_trainer(cfg, stage)
+    step = tf.function(trainer.train_step, jit_compile=cfg.train.jit_compile)
+    data = _synthetic_batch(tf, stage, batch, crop)
+    return step, (data,), f"{stage} step, {batch} × {crop}²"
+
+
+WORKERS = {"convolutions": convolutions}
+
+
+# ---------------------------------------------------------------- plan and table (parent)
+
+
+def plan(paper: bool, threads: int | None = None) -> list:
+    """The rows, as :class:`bench.__main__.Measurement` objects; ``paper`` adds 32 × 256²."""
+    from bench.__main__ import PAPER_TIMEOUT_S, Measurement
+
+    settings = [("8x64", 8, 64)] + ([("paper", 32, 256)] if paper else [])
+    found = [
+        Measurement(
+            "convolutions/inference/512",
+            "convolutions",
+            {"stage": "inference", "side": 512},
+            "convolutions alone, one 512² image",
+        )
+    ]
+    for name, batch, crop in settings:
+        for stage in ("pretrain", "semi"):
+            # The side-by-side table's settings (the paper's semi step at batch 4 + 4 fits).
+            stage_batch = 4 if (name, stage) == ("paper", "semi") else batch
+            overrides = [
+                f"train.batch_size={stage_batch}",
+                f"train.crop_size={crop}",
+                "train.weight_average=0",
+            ]
+            found.append(
+                Measurement(
+                    f"convolutions/{name}/{stage}",
+                    "convolutions",
+                    {"stage": stage, "overrides": overrides},
+                    f"convolutions alone, {stage} step, {stage_batch} × {crop}²",
+                )
+            )
+    for measurement in found:
+        if threads:
+            measurement.params["threads"] = threads
+        if "/paper/" in measurement.key:
+            measurement.timeout_s = PAPER_TIMEOUT_S
+    return found
+
+
+def alone_seconds(result: dict) -> float:
+    """Seconds of all the graph's convolutions, each run alone."""
+    return sum(entry["seconds"] for entry in result["convolutions"].values())
+
+
+def shares_of_peak(result: dict) -> dict[str, float]:
+    """The whole graph's and the ceiling's share of the peak, and each conv type's alone."""
+    peak = result["peak_gflops"] * 1e9
+    shares = {
+        "whole": result["graph_flops"] / result["whole_s"] / peak,
+        "ceiling": result["graph_flops"] / alone_seconds(result) / peak,
+    }
+    for op_type, entry in result["convolutions"].items():
+        shares[op_type] = entry["flops"] / entry["seconds"] / peak
+    return shares
+
+
+def progress(result: dict) -> str:
+    """The progress line's end for one row."""
+    if "whole_s" not in result:
+        return f"FAILED ({result.get('error')})"
+    shares = shares_of_peak(result)
+    return (
+        f"whole {result['whole_s']:.3f} s ({shares['whole']:.0%} of peak), convolutions "
+        f"alone {alone_seconds(result):.3f} s (ceiling {shares['ceiling']:.0%})"
+    )
+
+
+HEADER = [
+    "measure",
+    "GFLOP",
+    "whole (s)",
+    "convolutions alone (s)",
+    "whole, of peak",
+    "ceiling",
+    "alone, of peak: forward / backprop input / backprop filter",
+]
+
+
+def rows(measurements: list) -> list[list[str]]:
+    """One table row per measurement of this section."""
+    from bench.__main__ import _failed, _fmt
+
+    found = []
+    for m in measurements:
+        if m.kind != "convolutions":
+            continue
+        r = m.result
+        if "whole_s" not in r:
+            found.append([m.title, _failed(r), "", "", "", "", ""])
+            continue
+        shares = shares_of_peak(r)
+        by_type = " / ".join(f"{shares[t]:.0%}" for t in CONV_TYPES if t in shares)
+        found.append(
+            [
+                r["setting"],
+                _fmt(r["graph_flops"] / 1e9, 1),
+                _fmt(r["whole_s"]),
+                _fmt(alone_seconds(r)),
+                f"{shares['whole']:.0%}",
+                f"{shares['ceiling']:.0%}",
+                by_type,
+            ]
+        )
+    return found
+
+
+def report_section(measurements: list) -> str:
+    """The table as markdown ('' when none of these measurements ran)."""
+    from bench.__main__ import markdown_table
+
+    found = rows(measurements)
+    if not found:
+        return ""
+    peaks = [m.result["peak_gflops"] for m in measurements if "peak_gflops" in m.result]
+    peak_line = (
+        [
+            f"- Peak: {min(peaks):.0f}–{max(peaks):.0f} GFLOP/s over these rows (each row divides "
+            "by its own)."
+        ]
+        if peaks
+        else []
+    )
+    return "\n".join(
+        [
+            "**What the convolutions alone take**: every convolution of the timed graph run "
+            "alone, one after another, with the whole graph and a float32 2048² matmul (the "
+            "peak) timed in the same process. *Ceiling*: the whole graph's GFLOP over the "
+            "convolutions' time alone, i.e. its share of the peak if nothing else took any "
+            "time. Where the convolutions alone take longer than the whole graph (small "
+            "crops), the graph runs independent ones at the same time and the sum is no bound.",
+            "",
+            markdown_table(HEADER, found, "lrrrrrr"),
+            "",
+            *peak_line,
+            "",
+        ]
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.convolutions", description=__doc__)
+    parser.add_argument("--paper", action="store_true", help="add the paper setting (long)")
+    parser.add_argument("--threads", type=int, help="TensorFlow CPU threads (default: all)")
+    args = parser.parse_args(argv)
+    from bench.__main__ import describe_machine, machine_info, run_worker
+
+    info = machine_info()
+    print(f"moss-tf benchmark (convolutions alone) on {describe_machine(info, args.threads)}")
+    measurements = plan(args.paper, args.threads)
+    for i, m in enumerate(measurements, 1):
+        print(f"[{i}/{len(measurements)}] {m.title} ...", end=" ", flush=True)
+        m.result = run_worker(m)
+        print(f"{progress(m.result)}  [{m.result['wall_s']:.0f} s]", flush=True)
+    options = (" --paper" if args.paper else "") + (
+        f" --threads {args.threads}" if args.threads else ""
+    )
+    print(f"\nMachine: {describe_machine(info, args.threads)}. ", end="")
+    print(f"Command: `python -m bench.convolutions{options}`.\n")
+    print(report_section(measurements), end="")
+    return 1 if any("error" in m.result for m in measurements) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
