@@ -694,6 +694,28 @@ def _progress(measurement: Measurement) -> str:
     )
 
 
+def run_measurements(measurements: list[Measurement]) -> None:
+    """Run each measurement's worker in turn (its ``result`` filled in), a progress line each."""
+    for i, m in enumerate(measurements, 1):
+        print(f"[{i}/{len(measurements)}] {m.title} ...", end=" ", flush=True)
+        m.result = run_worker(m)
+        print(f"{_progress(m)}  [{m.result['wall_s']:.0f} s]", flush=True)
+
+
+def run_section(name: str, measurements: list[Measurement], report_section, args, command) -> int:
+    """A section's own command (``python -m bench.memory_modes``, ...): machine, progress, table.
+
+    ``report_section(measurements)`` gives the section's markdown; ``command``
+    is the command line it names. Returns 1 if a measurement failed, else 0.
+    """
+    info = machine_info()
+    print(f"moss-tf benchmark ({name}) on {describe_machine(info, args.threads)}")
+    run_measurements(measurements)
+    print(f"\nMachine: {describe_machine(info, args.threads)}. Command: `{command}`.\n")
+    print(report_section(measurements), end="")
+    return 1 if any("error" in m.result for m in measurements) else 0
+
+
 def run_side_by_side(args) -> tuple[str, list]:
     """The side-by-side rounds and their markdown; nothing, saying why, without PyTorch."""
     from bench import side_by_side
@@ -720,10 +742,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     section, rounds = run_side_by_side(args) if "side-by-side" in args.only else ("", [])
     measurements = plan(args, args.inference_sizes if rounds else ())
-    for i, m in enumerate(measurements, 1):
-        print(f"[{i}/{len(measurements)}] {m.title} ...", end=" ", flush=True)
-        m.result = run_worker(m)
-        print(f"{_progress(m)}  [{m.result['wall_s']:.0f} s]", flush=True)
+    run_measurements(measurements)
     total = time.perf_counter() - started
     text = report(measurements, info, args, section)
     print(f"\nAll measurements took {total:.0f} s.\n")

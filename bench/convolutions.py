@@ -348,26 +348,21 @@ def report_section(measurements: list) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.convolutions", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.convolutions",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--paper", action="store_true", help="add the paper setting (long)")
     parser.add_argument("--threads", type=int, help="TensorFlow CPU threads (default: all)")
     args = parser.parse_args(argv)
-    from bench.__main__ import describe_machine, machine_info, run_worker
+    from bench.__main__ import run_section
 
-    info = machine_info()
-    print(f"moss-tf benchmark (convolutions alone) on {describe_machine(info, args.threads)}")
+    options = " --paper" if args.paper else ""
+    options += f" --threads {args.threads}" if args.threads else ""
     measurements = plan(args.paper, args.threads)
-    for i, m in enumerate(measurements, 1):
-        print(f"[{i}/{len(measurements)}] {m.title} ...", end=" ", flush=True)
-        m.result = run_worker(m)
-        print(f"{progress(m.result)}  [{m.result['wall_s']:.0f} s]", flush=True)
-    options = (" --paper" if args.paper else "") + (
-        f" --threads {args.threads}" if args.threads else ""
-    )
-    print(f"\nMachine: {describe_machine(info, args.threads)}. ", end="")
-    print(f"Command: `python -m bench.convolutions{options}`.\n")
-    print(report_section(measurements), end="")
-    return 1 if any("error" in m.result for m in measurements) else 0
+    command = f"python -m bench.convolutions{options}"
+    return run_section("convolutions alone", measurements, report_section, args, command)
 
 
 if __name__ == "__main__":

@@ -190,23 +190,19 @@ def report_section(measurements: list) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.memory_modes", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.memory_modes",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="512 px batch, fewer runs")
     parser.add_argument("--threads", type=int, help="TensorFlow CPU threads (default: all)")
     args = parser.parse_args(argv)
-    from bench.__main__ import describe_machine, machine_info, run_worker
+    from bench.__main__ import run_section
 
-    info = machine_info()
-    print(f"moss-tf benchmark (memory modes, tiling) on {describe_machine(info, args.threads)}")
     measurements = plan(args.quick, args.threads)
-    for i, m in enumerate(measurements, 1):
-        print(f"[{i}/{len(measurements)}] {m.title} ...", end=" ", flush=True)
-        m.result = run_worker(m)
-        print(f"{progress(m.result)}  [{m.result['wall_s']:.0f} s]", flush=True)
     command = f"python -m bench.memory_modes{' --quick' if args.quick else ''}"
-    print(f"\nMachine: {describe_machine(info, args.threads)}. Command: `{command}`.\n")
-    print(report_section(measurements), end="")
-    return 1 if any("error" in m.result for m in measurements) else 0
+    return run_section("memory modes, tiling", measurements, report_section, args, command)
 
 
 if __name__ == "__main__":
