@@ -1,7 +1,7 @@
 """What the convolutions alone take: the ceiling on a step's share of the matmul peak.
 
-    python -m bench.convolutions            # inference 512², both steps at 8 × 64²: ~2 min
-    python -m bench.convolutions --paper    # plus the paper setting (32 × 256²): ~6 min more
+    python -m bench.convolutions            # inference 512², both steps at 8 × 64²: ~1.5 min
+    python -m bench.convolutions --paper    # plus the paper setting (32 × 256²): ~3.5 min more
 
 ``python -m bench`` runs the same measurements (section ``convolutions``).
 In one process per row, the worker traces the graph that is timed (one
@@ -36,7 +36,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 
-#: The convolution ops of a traced graph, and the inputs each takes as tensors.
+#: The op types listed: forward convolution, its input gradient, its filter gradient.
 CONV_TYPES = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
 _ATTRS = ("strides", "padding", "explicit_paddings", "dilations", "data_format")
 
