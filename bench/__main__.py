@@ -702,6 +702,15 @@ def run_measurements(measurements: list[Measurement]) -> None:
         print(f"{_progress(m)}  [{m.result['wall_s']:.0f} s]", flush=True)
 
 
+def section_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """The command-line parser of a section's own command, with its ``--threads``."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--threads", type=int, help="TensorFlow CPU threads (default: all)")
+    return parser
+
+
 def run_section(name: str, measurements: list[Measurement], report_section, args, command) -> int:
     """A section's own command (``python -m bench.memory_modes``, ...): machine, progress, table.
 

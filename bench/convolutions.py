@@ -29,7 +29,6 @@ Weights and inputs are random: speed does not depend on them.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -353,16 +352,11 @@ def report_section(measurements: list) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.convolutions",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--paper", action="store_true", help="add the paper setting (long)")
-    parser.add_argument("--threads", type=int, help="TensorFlow CPU threads (default: all)")
-    args = parser.parse_args(argv)
-    from bench.__main__ import run_section
+    from bench.__main__ import run_section, section_parser
 
+    parser = section_parser("python -m bench.convolutions", __doc__)
+    parser.add_argument("--paper", action="store_true", help="add the paper setting (long)")
+    args = parser.parse_args(argv)
     options = " --paper" if args.paper else ""
     options += f" --threads {args.threads}" if args.threads else ""
     measurements = plan(args.paper, args.threads)

@@ -21,7 +21,6 @@ Weights are random: speed does not depend on them.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 
@@ -190,16 +189,11 @@ def report_section(measurements: list) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.memory_modes",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--quick", action="store_true", help="512 px batch, fewer runs")
-    parser.add_argument("--threads", type=int, help="TensorFlow CPU threads (default: all)")
-    args = parser.parse_args(argv)
-    from bench.__main__ import run_section
+    from bench.__main__ import run_section, section_parser
 
+    parser = section_parser("python -m bench.memory_modes", __doc__)
+    parser.add_argument("--quick", action="store_true", help="512 px batch, fewer runs")
+    args = parser.parse_args(argv)
     measurements = plan(args.quick, args.threads)
     command = f"python -m bench.memory_modes{' --quick' if args.quick else ''}"
     return run_section("memory modes, tiling", measurements, report_section, args, command)
