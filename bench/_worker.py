@@ -194,19 +194,28 @@ def time_steps(run_step, min_steps: int, seconds: float) -> dict:
     start = time.perf_counter()
     run_step()
     first = time.perf_counter() - start
-    steps, start = 0, time.perf_counter()
     with CoresUsed() as usage:
-        while steps < min_steps or time.perf_counter() - start < seconds:
-            run_step()
-            steps += 1
-    elapsed = time.perf_counter() - start
+        steps = call_timings(run_step, min_steps, seconds)
     return {
         "first_step_s": first,
-        "steps": steps,
-        "seconds_per_step": elapsed / steps,
+        "steps": len(steps),
+        "seconds_per_step": sum(steps) / len(steps),
         "cores_used": usage.cores,
         "peak_rss_mb": max_rss_mb(),
     }
+
+
+def call_timings(call, min_calls: int, seconds: float) -> list[float]:
+    """Seconds of each ``call()``, called until at least ``min_calls`` calls and ``seconds``.
+
+    On the CPU a TensorFlow call returns when its ops are done.
+    """
+    timings, start = [], time.perf_counter()
+    while len(timings) < min_calls or time.perf_counter() - start < seconds:
+        begin = time.perf_counter()
+        call()
+        timings.append(time.perf_counter() - begin)
+    return timings
 
 
 def pipeline(

@@ -29,9 +29,9 @@ Weights and inputs are random: speed does not depend on them.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import sys
-import time
 from collections import Counter
 from dataclasses import dataclass
 
@@ -113,20 +113,6 @@ def convolution_call(tf, conv: Convolution):
     return run, lambda: (random(0), random(2))
 
 
-def _seconds_per_call(fn, inputs, min_calls: int, min_seconds: float) -> float:
-    """Median seconds of calls to ``fn(*inputs)``, at least ``min_calls`` and ``min_seconds``.
-
-    CPU ops finish before the call returns. Small convolutions take well
-    under a millisecond: many calls, so the median is not a slow first one.
-    """
-    seconds, start = [], time.perf_counter()
-    while len(seconds) < min_calls or time.perf_counter() - start < min_seconds:
-        begin = time.perf_counter()
-        fn(*inputs)
-        seconds.append(time.perf_counter() - begin)
-    return statistics.median(seconds)
-
-
 # ---------------------------------------------------------------- worker (child process)
 
 
@@ -146,7 +132,7 @@ def convolutions(
     released network) or a training stage (``trainer.train_step`` built from
     ``config`` plus ``overrides`` on a fixed synthetic batch).
     """
-    from bench._worker import _setup_tensorflow, max_rss_mb
+    from bench._worker import _setup_tensorflow, call_timings, max_rss_mb
     from bench.flops import function_flops
     from bench.side_by_side_workers import matmul_gflops
 
@@ -160,11 +146,15 @@ def convolutions(
     whole_s, alone_s, peaks = [], {conv: [] for conv in found}, []
     for _ in range(rounds):
         peaks.append(matmul_gflops(tf))
-        whole_s.append(_seconds_per_call(whole, inputs, min_calls, min_seconds))
+        # Medians: small convolutions take well under a millisecond, and
+        # the first calls after a pause are the slow ones.
+        timings = call_timings(functools.partial(whole, *inputs), min_calls, min_seconds)
+        whole_s.append(statistics.median(timings))
         for conv, (fn, make_inputs) in calls.items():
             args = make_inputs()
             fn(*args)  # warm-up, not timed
-            alone_s[conv].append(_seconds_per_call(fn, args, min_calls, min_seconds))
+            timings = call_timings(functools.partial(fn, *args), min_calls, min_seconds)
+            alone_s[conv].append(statistics.median(timings))
     by_type = {}
     for conv, count in found.items():
         entry = by_type.setdefault(conv.op_type, {"ops": 0, "flops": 0, "seconds": 0.0})

@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from bench._worker import CoresUsed, max_rss_mb, time_steps
+from bench._worker import CoresUsed, call_timings, max_rss_mb, time_steps
 
 
 def _setup_torch(threads: int | None):
@@ -99,7 +99,7 @@ def matmul_peak(size: int = 2048, seconds: float = 2.0, threads: int | None = No
     tf = _setup_tensorflow(threads)
     product = warm_matmul(tf, size)
     with CoresUsed() as usage:
-        timings = matmul_timings(product, seconds)
+        timings = call_timings(product, 5, seconds)
     flop = 2.0 * size**3
     return {
         "size": size,
@@ -120,19 +120,9 @@ def warm_matmul(tf, size: int = 2048):
     return lambda: product(a, b).numpy()
 
 
-def matmul_timings(product, seconds: float = 2.0) -> list[float]:
-    """Seconds of each ``product()`` call (:func:`warm_matmul`), for 5 calls and ``seconds``."""
-    timings, start = [], time.perf_counter()
-    while len(timings) < 5 or time.perf_counter() - start < seconds:
-        t = time.perf_counter()
-        product()
-        timings.append(time.perf_counter() - t)
-    return timings
-
-
 def matmul_gflops(tf, size: int = 2048, seconds: float = 1.0) -> float:
     """Median GFLOP/s of a float32 ``size x size`` matmul: the peak :func:`matmul_peak` reports."""
-    timings = matmul_timings(warm_matmul(tf, size), seconds)
+    timings = call_timings(warm_matmul(tf, size), 5, seconds)
     return 2.0 * size**3 / statistics.median(timings) / 1e9
 
 
