@@ -156,29 +156,40 @@ def training(
     the traced step graph (forward, backward, Adam, EMA target update).
     """
     tf = _setup_tensorflow(threads)
-
     from bench.flops import forward_flops, function_flops
+
+    cfg, trainer, step, batch = compiled_train_step(tf, config, stage, overrides or [])
+    result = {
+        "config": config,
+        "stage": stage,
+        "batch_size": cfg.train.batch_size,
+        "crop_size": cfg.train.crop_size,
+        "step_flops": function_flops(step.get_concrete_function(batch)),
+        "forward_flops_per_crop": forward_flops(trainer.online, cfg.train.crop_size),
+        "baseline_rss_mb": max_rss_mb(),
+    }
+    result.update(time_steps(lambda: float(step(batch)["loss"]), min_steps, seconds))
+    return result
+
+
+def compiled_train_step(tf, config: str, stage: str, overrides: list[str]):
+    """``(cfg, trainer, step, batch)``: ``trainer.train_step`` as ``train.py`` compiles it.
+
+    The trainer is built by :func:`moss_tf.training.build_trainer` from
+    ``config`` plus ``overrides`` (``KEY=VALUE``) under the config's precision
+    policy (layers keep the policy they were built with), the step is a
+    ``tf.function`` (XLA when ``train.jit_compile``), and ``batch`` is one
+    fixed synthetic batch of the config's size (:func:`_synthetic_batch`).
+    """
     from moss_tf.config import load_config
     from moss_tf.training import build_trainer, precision_policy
 
-    cfg = load_config(config, overrides or [])
-    batch_size, crop = cfg.train.batch_size, cfg.train.crop_size
-    with precision_policy(cfg):  # as moss_tf.training.run_stage runs it
+    cfg = load_config(config, overrides)
+    with precision_policy(cfg):  # as moss_tf.training.run_stage builds it
         trainer = build_trainer(cfg, stage)
-        batch = _synthetic_batch(tf, stage, batch_size, crop)
-        step = tf.function(trainer.train_step, jit_compile=cfg.train.jit_compile)
-        step_flops = function_flops(step.get_concrete_function(batch))
-        result = {
-            "config": config,
-            "stage": stage,
-            "batch_size": batch_size,
-            "crop_size": crop,
-            "step_flops": step_flops,
-            "forward_flops_per_crop": forward_flops(trainer.online, crop),
-            "baseline_rss_mb": max_rss_mb(),
-        }
-        result.update(time_steps(lambda: float(step(batch)["loss"]), min_steps, seconds))
-    return result
+    step = tf.function(trainer.train_step, jit_compile=cfg.train.jit_compile)
+    batch = _synthetic_batch(tf, stage, cfg.train.batch_size, cfg.train.crop_size)
+    return cfg, trainer, step, batch
 
 
 def time_steps(run_step, min_steps: int, seconds: float) -> dict:

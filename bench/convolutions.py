@@ -176,9 +176,6 @@ def convolutions(
 
 def _whole_graph(tf, stage, config, overrides, side):
     """``(tf.function, inputs, setting)`` of the graph a row times."""
-    from bench._worker import _synthetic_batch
-    from moss_tf.config import load_config
-
     if stage == "inference":
         from moss_tf.model import MOSSNet
 
@@ -186,15 +183,11 @@ def _whole_graph(tf, stage, config, overrides, side):
         net.build()
         image = tf.random.stateless_uniform([1, side, side, 3], (side, 0), -1.0, 1.0)
         return tf.function(lambda x: net(x, training=False)), (image,), f"one {side}² image"
-    from moss_tf.training import build_trainer, precision_policy
+    from bench._worker import compiled_train_step
 
-    cfg = load_config(config, overrides)
-    batch, crop = cfg.train.batch_size, cfg.train.crop_size
-    with precision_policy(cfg):  # as bench._worker.training builds it
-        trainer = build_trainer(cfg, stage)
-    step = tf.function(trainer.train_step, jit_compile=cfg.train.jit_compile)
-    data = _synthetic_batch(tf, stage, batch, crop)
-    return step, (data,), f"{stage} step, {batch} × {crop}²"
+    cfg, _, step, batch = compiled_train_step(tf, config, stage, overrides)
+    setting = f"{stage} step, {cfg.train.batch_size} × {cfg.train.crop_size}²"
+    return step, (batch,), setting
 
 
 WORKERS = {"convolutions": convolutions}
