@@ -184,7 +184,8 @@ def plan(args, measured_sizes=()) -> list[Measurement]:
             )
         ],
         "memory": memory_modes.plan(quick),  # issue 13: memory modes and two-pass tiling
-        "convolutions": convolutions.plan(args.paper),  # issue 12: what is left to gain
+        # issue 12: what is left to gain
+        "convolutions": convolutions.plan(args.paper, paper_semi_batch=args.paper_semi_batch),
     }
     plan = [m for name in SECTIONS if name in args.only for m in sections.get(name, [])]
     for measurement in plan:

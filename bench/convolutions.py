@@ -196,11 +196,12 @@ WORKERS = {"convolutions": convolutions}
 # ---------------------------------------------------------------- plan and table (parent)
 
 
-def plan(paper: bool, threads: int | None = None) -> list:
-    """The rows, as :class:`bench.__main__.Measurement` objects; ``paper`` adds 32 × 256²."""
+def plan(paper: bool, threads: int | None = None, paper_semi_batch: int = 4) -> list:
+    """The rows, as :class:`bench.__main__.Measurement` objects: the side-by-side table's
+    settings (:func:`bench.side_by_side.training_settings`); ``paper`` adds 32 × 256²."""
     from bench.__main__ import PAPER_TIMEOUT_S, Measurement
+    from bench.side_by_side import training_settings
 
-    settings = [("8x64", 8, 64)] + ([("paper", 32, 256)] if paper else [])
     found = [
         Measurement(
             "convolutions/inference/512",
@@ -209,23 +210,15 @@ def plan(paper: bool, threads: int | None = None) -> list:
             "convolutions alone, one 512² image",
         )
     ]
-    for name, batch, crop in settings:
-        for stage in ("pretrain", "semi"):
-            # The side-by-side table's settings (the paper's semi step at batch 4 + 4 fits).
-            stage_batch = 4 if (name, stage) == ("paper", "semi") else batch
-            overrides = [
-                f"train.batch_size={stage_batch}",
-                f"train.crop_size={crop}",
-                "train.weight_average=0",
-            ]
-            found.append(
-                Measurement(
-                    f"convolutions/{name}/{stage}",
-                    "convolutions",
-                    {"stage": stage, "overrides": overrides},
-                    f"convolutions alone, {stage} step, {stage_batch} × {crop}²",
-                )
+    for name, stage, batch, crop, overrides in training_settings(paper, paper_semi_batch):
+        found.append(
+            Measurement(
+                f"convolutions/{name}/{stage}",
+                "convolutions",
+                {"stage": stage, "overrides": overrides},
+                f"convolutions alone, {stage} step, {batch} × {crop}²",
             )
+        )
     for measurement in found:
         if threads:
             measurement.params["threads"] = threads

@@ -77,13 +77,42 @@ def measurements(args) -> list[Measurement]:
             "PyTorch reference inference",
         ),
     ]
-    settings = [("8x64", 8, 64, seconds, 1 if args.quick else 3)]
-    if args.paper:
-        settings.append(("paper", 32, 256, 0.0, 1))
-    for name, batch, crop, secs, min_steps in settings:
+    for name, stage, stage_batch, crop, overrides in training_settings(
+        args.paper, args.paper_semi_batch
+    ):
+        timing = {"seconds": 0.0, "min_steps": 1}
+        if name == "8x64":
+            timing = {"seconds": seconds, "min_steps": 1 if args.quick else 3}
+        found += [
+            Measurement(
+                f"ours/training/{name}/{stage}",
+                "training",
+                {"config": "configs/paper.yaml", "stage": stage, "overrides": overrides} | timing,
+                f"moss-tf {stage} step, {stage_batch} × {crop}²",
+            ),
+            Measurement(
+                f"reference/training/{name}/{stage}",
+                "reference_training",
+                {"stage": stage, "batch_size": stage_batch, "crop_size": crop} | timing,
+                f"PyTorch reference {stage} step, {stage_batch} × {crop}²",
+            ),
+        ]
+    for m in found:
+        m.params["threads"] = threads
+        if "/paper/" in m.key:
+            m.timeout_s = PAPER_TIMEOUT_S
+    return found
+
+
+def training_settings(paper: bool, paper_semi_batch: int) -> list[tuple]:
+    """``(setting, stage, batch, crop, overrides)`` of each training row, ``overrides`` for
+    ``configs/paper.yaml``: both stages at 8 × 64², and with ``paper`` at 32 × 256²
+    (``semi`` at ``paper_semi_batch``)."""
+    sizes = [("8x64", 8, 64)] + ([("paper", 32, 256)] if paper else [])
+    found = []
+    for name, batch, crop in sizes:
         for stage in ("pretrain", "semi"):
-            stage_batch = args.paper_semi_batch if (name, stage) == ("paper", "semi") else batch
-            timing = {"seconds": secs, "min_steps": min_steps}
+            stage_batch = paper_semi_batch if (name, stage) == ("paper", "semi") else batch
             # The reference trains as the authors do, without weight averaging
             # (paper.yaml's default): both sides do the same arithmetic.
             overrides = [
@@ -91,25 +120,7 @@ def measurements(args) -> list[Measurement]:
                 f"train.crop_size={crop}",
                 "train.weight_average=0",
             ]
-            found += [
-                Measurement(
-                    f"ours/training/{name}/{stage}",
-                    "training",
-                    {"config": "configs/paper.yaml", "stage": stage, "overrides": overrides}
-                    | timing,
-                    f"moss-tf {stage} step, {stage_batch} × {crop}²",
-                ),
-                Measurement(
-                    f"reference/training/{name}/{stage}",
-                    "reference_training",
-                    {"stage": stage, "batch_size": stage_batch, "crop_size": crop} | timing,
-                    f"PyTorch reference {stage} step, {stage_batch} × {crop}²",
-                ),
-            ]
-    for m in found:
-        m.params["threads"] = threads
-        if "/paper/" in m.key:
-            m.timeout_s = PAPER_TIMEOUT_S
+            found.append((name, stage, stage_batch, crop, overrides))
     return found
 
 

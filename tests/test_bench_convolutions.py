@@ -89,6 +89,9 @@ def test_plan_follows_the_side_by_side_settings_and_the_table_marks_failures():
     assert all(m.params["threads"] == 2 for m in plan)
     assert semi.timeout_s > plan[1].timeout_s
     assert [m.key for m in convolutions.plan(paper=False)] == keys[:3]
+    # the side-by-side's --paper-semi-batch
+    smaller = convolutions.plan(paper=True, paper_semi_batch=2)[-1]
+    assert "train.batch_size=2" in smaller.params["overrides"]
     plan[0].result = {"error": "exit code -9"}
     text = convolutions.report_section(plan[:1])
     assert "Ceiling" in text and "failed" in text.lower()
