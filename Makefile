@@ -18,7 +18,7 @@ install: $(STAMP)
 # The demo as a table: stage pretrain on style A, then from that network both
 # stage semi (style B unlabeled) and the equal-budget supervised control.
 demo: $(STAMP)
-	$(PY) -m moss_tf.experiments demo
+	$(PY) -m moss_tf.paper.experiments demo
 
 test: $(STAMP) browser
 	$(PY) -m ruff check .

@@ -29,7 +29,7 @@ each one's peak memory (max RSS, TensorFlow included) is its own:
    configs/ddn_sirr.yaml's labeled set at the paper setting; the paper
    setting's consumption comes from a ``pretrain`` step and a ``semi`` step
    (with ``train.recompute``, so that batch 32 × 256² fits) timed alone;
-4. scoring: :func:`moss_tf.evaluation.evaluate` on 100 synthetic 481×321
+4. scoring: :func:`moss_tf.infer.scoring.evaluate` on 100 synthetic 481×321
    test pairs, seconds in the network and beyond it (PSNR/SSIM, the rainy
    baseline);
 5. FLOPs counted by TensorFlow's profiler on the graphs that are timed

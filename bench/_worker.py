@@ -73,7 +73,7 @@ def inference(
 
     ``variant`` is ``"keras"`` (``net(x, training=False)`` in a
     ``tf.function``, input in [-1, 1]) or ``"savedmodel"`` (exported by
-    :func:`moss_tf.export.export_saved_model`, reloaded, its
+    :func:`moss_tf.export.saved_model.export_saved_model`, reloaded, its
     ``serving_default`` signature, input in [0, 1]). Sizes run in increasing
     order, so the peak memory read after each size is that size's peak.
     The Keras variant also counts forward FLOPs at ``flop_sizes`` (traced
@@ -82,7 +82,7 @@ def inference(
     tf = _setup_tensorflow(threads)
     from bench.bench_inference import timed
     from bench.flops import function_flops
-    from moss_tf.model import MOSSNet
+    from moss_tf.nn.network import MOSSNet
 
     net = MOSSNet()
     net.build()
@@ -96,7 +96,7 @@ def inference(
                 counts = function_flops(fn.get_concrete_function(spec))
                 result["forward_flops"].append({"size": side, "flops": counts})
         elif variant == "savedmodel":
-            from moss_tf.export import DEFAULT_SIGNATURE, export_saved_model
+            from moss_tf.export.saved_model import DEFAULT_SIGNATURE, export_saved_model
 
             version = export_saved_model(net, Path(folder) / "moss", warmup=False)
             serve = tf.saved_model.load(str(version)).signatures[DEFAULT_SIGNATURE]
@@ -148,7 +148,7 @@ def training(
     """Seconds per ``trainer.train_step`` on one fixed synthetic batch.
 
     The network, trainer and optimizer are built by
-    :func:`moss_tf.training.build_trainer` from ``config`` (plus
+    :func:`moss_tf.train.stage.build_trainer` from ``config`` (plus
     ``overrides``, ``KEY=VALUE``), the step compiled with ``tf.function``
     as in training (XLA when ``train.jit_compile``). The first call traces
     and warms up and is not timed; then steps run until at least
@@ -175,17 +175,17 @@ def training(
 def compiled_train_step(tf, config: str, stage: str, overrides: list[str]):
     """``(cfg, trainer, step, batch)``: ``trainer.train_step`` as ``train.py`` compiles it.
 
-    The trainer is built by :func:`moss_tf.training.build_trainer` from
+    The trainer is built by :func:`moss_tf.train.stage.build_trainer` from
     ``config`` plus ``overrides`` (``KEY=VALUE``) under the config's precision
     policy (layers keep the policy they were built with), the step is a
     ``tf.function`` (XLA when ``train.jit_compile``), and ``batch`` is one
     fixed synthetic batch of the config's size (:func:`_synthetic_batch`).
     """
     from moss_tf.config import load_config
-    from moss_tf.training import build_trainer, precision_policy
+    from moss_tf.train.stage import build_trainer, precision_policy
 
     cfg = load_config(config, overrides)
-    with precision_policy(cfg):  # as moss_tf.training.run_stage builds it
+    with precision_policy(cfg):  # as moss_tf.train.stage.run_stage builds it
         trainer = build_trainer(cfg, stage)
     step = tf.function(trainer.train_step, jit_compile=cfg.train.jit_compile)
     batch = _synthetic_batch(tf, stage, cfg.train.batch_size, cfg.train.crop_size)

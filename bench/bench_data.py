@@ -33,7 +33,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_CONFIGS = [REPO / "configs" / "demo.yaml", REPO / "configs" / "ddn_sirr.yaml"]
+DEFAULT_CONFIGS = ["demo", "ddn_sirr"]  # shipped configs, by name
 
 
 def parse_args(argv=None):
@@ -70,7 +70,7 @@ def training_steps_per_second(cfg, stage: str, batches, seconds: float) -> tuple
     """
     import tensorflow as tf
 
-    from moss_tf.training import build_trainer
+    from moss_tf.train.stage import build_trainer
 
     trainer = build_trainer(cfg, stage)
     step = tf.function(trainer.train_step)

@@ -57,11 +57,11 @@ def main(argv=None) -> int:
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
     tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    from moss_tf.export import export_saved_model
-    from moss_tf.model import MOSSNet
+    from moss_tf.export.saved_model import export_saved_model
+    from moss_tf.nn.network import MOSSNet
 
     if args.run_dir:
-        from moss_tf.checkpoints import load_network
+        from moss_tf.train.checkpoints import load_network
 
         net, _ = load_network(run_dir=args.run_dir)
     else:

@@ -177,7 +177,7 @@ def convolutions(
 def _whole_graph(tf, stage, config, overrides, side):
     """``(tf.function, inputs, setting)`` of the graph a row times."""
     if stage == "inference":
-        from moss_tf.model import MOSSNet
+        from moss_tf.nn.network import MOSSNet
 
         net = MOSSNet()
         net.build()

@@ -12,7 +12,7 @@ ratios are side by side:
    (a ``tf.function``) with ``inference_memory`` ``per_image`` (each image
    its own Eq. 3 update), ``batch`` (the released per-batch update) and
    ``frozen`` (no update);
-2. a 2048 x 1536 photo through :class:`moss_tf.inference.Derainer`: whole,
+2. a 2048 x 1536 photo through :class:`moss_tf.infer.derain.Derainer`: whole,
    in 512 px tiles with the photo's memory update (two passes), and in 512 px
    tiles with a frozen memory (one pass).
 
@@ -43,7 +43,7 @@ def memory_mode(mode: str, size: int, batch: int, runs: int = 3, threads: int | 
     from bench.bench_inference import timed
 
     tf = _setup_tensorflow(threads)
-    from moss_tf.model import MOSSNet
+    from moss_tf.nn.network import MOSSNet
 
     net = MOSSNet(inference_memory=mode)
     net.build()
@@ -69,21 +69,21 @@ def tiling(variant: str, runs: int = 2, threads: int | None = None):
     from bench._worker import CoresUsed, _setup_tensorflow, max_rss_mb
 
     tf = _setup_tensorflow(threads)
-    from moss_tf.inference import Derainer
-    from moss_tf.model import MOSSNet
+    from moss_tf.infer.derain import Derainer
+    from moss_tf.nn.network import MOSSNet
 
     _, mode, tile_size = TILINGS[variant]
     net = MOSSNet(inference_memory=mode)
     net.build()
     derainer = Derainer(net, tile_size=tile_size, overlap=OVERLAP)
     photo = tf.random.stateless_uniform([*PHOTO, 3], (7, 0), -1.0, 1.0).numpy()
-    derainer.derain(photo)  # tracing and kernel selection, not timed
+    derainer.derain_model_range(photo)  # tracing and kernel selection, not timed
     baseline = max_rss_mb()
     seconds = []
     with CoresUsed() as usage:
         for _ in range(runs):
             start = time.perf_counter()
-            derainer.derain(photo)
+            derainer.derain_model_range(photo)
             seconds.append(time.perf_counter() - start)
     return {
         "variant": variant,

@@ -134,7 +134,7 @@ class _TimedDerainer:
 
     def derain(self, images):
         start = time.perf_counter()
-        out = self.derainer.derain(images)
+        out = self.derainer.derain_model_range(images)
         self.seconds += time.perf_counter() - start
         return out
 
@@ -142,7 +142,7 @@ class _TimedDerainer:
 def scoring(
     images: int = 100, height: int = 321, width: int = 481, threads: int | None = None
 ) -> dict:
-    """:func:`moss_tf.evaluation.evaluate` on ``images`` synthetic 481x321 pairs through
+    """:func:`moss_tf.infer.scoring.evaluate` on ``images`` synthetic 481x321 pairs through
     the released-size network: seconds in the network and in everything else
     (PSNR/SSIM of the outputs, the rainy-input baselines, reading the set)."""
     from bench._worker import _setup_tensorflow
@@ -150,9 +150,9 @@ def scoring(
     tf = _setup_tensorflow(threads)
     import numpy as np
 
-    from moss_tf.evaluation import evaluate
-    from moss_tf.inference import Derainer
-    from moss_tf.model import MOSSNet
+    from moss_tf.infer.derain import Derainer
+    from moss_tf.infer.scoring import evaluate
+    from moss_tf.nn.network import MOSSNet
 
     rng = np.random.default_rng(0)
     clean = rng.integers(0, 256, (images, height, width, 3), dtype=np.uint8)

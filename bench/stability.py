@@ -5,8 +5,8 @@
 
 Trains stage ``pretrain`` of ``configs/ddn_sirr.yaml`` (released network,
 batch 8, 64² crops by default) with the code ``train.py`` runs
-(:func:`moss_tf.training.build_trainer` and
-:func:`~moss_tf.training.training_dataset`), once with the default recipe and
+(:func:`moss_tf.train.stage.build_trainer` and
+:func:`~moss_tf.train.stage.training_dataset`), once with the default recipe and
 once with the authors' (``train.feature_scale_weight=0``), and prints, every
 ``--every`` steps, the loss, the mean memory-item norm, the largest
 batch-norm moving variance and the RMS of each encoder stage's output. The
@@ -29,8 +29,8 @@ def run(config: str, overrides: list[str], steps: int, every: int) -> None:
     import tensorflow as tf
 
     from moss_tf.config import load_config
-    from moss_tf.divergence import scale_signals
-    from moss_tf.training import build_trainer, training_dataset
+    from moss_tf.train.divergence import scale_signals
+    from moss_tf.train.stage import build_trainer, training_dataset
 
     cfg = load_config(config, overrides)
     keras.utils.set_random_seed(cfg.train.seed)

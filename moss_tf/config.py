@@ -21,13 +21,13 @@ from typing import Any
 
 import yaml
 
-from moss_tf.data.config import DataConfig
+from moss_tf.data.data_config import DataConfig
 from moss_tf.errors import ConfigError
+from moss_tf.nn.defaults import MEMORY_MODES, network_defaults
 
-# The memory's update at inference (moss_tf.layers.MemoryBank); kept here so
-# reading a config does not import Keras.
-MEMORY_MODES = ("per_image", "batch", "frozen")
 LR_SCHEDULES = ("constant", "cosine")
+# The configs that ship with the package (`--config NAME` finds them by name).
+SHIPPED_CONFIGS = Path(__file__).with_name("configs")
 # train.mixed_precision -> the Keras policy it trains under (None: float32).
 MIXED_PRECISION_POLICIES = {
     False: None,
@@ -45,6 +45,7 @@ __all__ = [
     "TrainConfig",
     "blame",
     "config_from_dict",
+    "find_config",
     "load_config",
     "parse_override",
     "save_config",
@@ -78,17 +79,18 @@ class ModelConfig(Section):
     ``batch`` (the released network's per-batch update) or ``frozen``.
     """
 
-    base_channels: int = 16
-    channel_step: int = 16
-    num_stages: int = 5
-    num_resampling_stages: int = 3
-    blocks_per_stage: int = 4
-    memory_items: int = 512
-    memory_decay: float = 0.999
-    use_memory: bool = True
-    use_skip: bool = True
-    gate_keep_probability: float = 0.8
-    inference_memory: str = "per_image"
+    # The defaults are MOSSNet's own (moss_tf/nn/network.py), written there only.
+    base_channels: int = network_defaults()["base_channels"]
+    channel_step: int = network_defaults()["channel_step"]
+    num_stages: int = network_defaults()["num_stages"]
+    num_resampling_stages: int = network_defaults()["num_resampling_stages"]
+    blocks_per_stage: int = network_defaults()["blocks_per_stage"]
+    memory_items: int = network_defaults()["memory_items"]
+    memory_decay: float = network_defaults()["memory_decay"]
+    use_memory: bool = network_defaults()["use_memory"]
+    use_skip: bool = network_defaults()["use_skip"]
+    gate_keep_probability: float = network_defaults()["gate_keep_probability"]
+    inference_memory: str = network_defaults()["inference_memory"]
 
     def validate(self, where: str) -> None:
         for key in ("base_channels", "channel_step", "num_stages", "blocks_per_stage"):
@@ -161,7 +163,7 @@ class TrainConfig(Section):
     # 0: off (the authors' recipe).
     weight_average: float = 0.0
     # Stop a run whose loss jumps or whose scales explode without NaN
-    # (moss_tf.divergence.DivergenceGuard); 0 turns a check off.
+    # (moss_tf.train.divergence.DivergenceGuard); 0 turns a check off.
     divergence_loss_factor: float = 3.0
     divergence_patience: int = 20
     divergence_scale_limit: float = 1e6
@@ -478,6 +480,36 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _merge(_read_yaml(base_path, (*chain, path.resolve())), values)
 
 
+def find_config(name_or_path: str | Path) -> Path:
+    """A config file: a path that exists, else a config shipped in ``moss_tf/configs/`` by name.
+
+    ``ddn_sirr``, ``ddn_sirr.yaml``, ``configs/ddn_sirr.yaml`` and
+    ``ablations/basic`` all name shipped configs (as in the README's commands).
+
+    Raises:
+        ConfigError: naming the path and the shipped configs.
+    """
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    name = path.as_posix().removeprefix("configs/")
+    for candidate in (SHIPPED_CONFIGS / name, SHIPPED_CONFIGS / f"{name}.yaml"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(
+        f"{path}: config file not found (nor a shipped config of that name: "
+        f"{', '.join(shipped_config_names())})"
+    )
+
+
+def shipped_config_names() -> list[str]:
+    """The configs in ``moss_tf/configs/`` by name, e.g. ``["ablations/basic", "ddn_sirr"]``."""
+    return sorted(
+        p.relative_to(SHIPPED_CONFIGS).with_suffix("").as_posix()
+        for p in SHIPPED_CONFIGS.rglob("*.yaml")
+    )
+
+
 def load_config(path: str | Path, overrides: list[str] | tuple = ()) -> ExperimentConfig:
     """Read a YAML experiment file, apply ``KEY=VALUE`` overrides, validate.
 
@@ -488,7 +520,7 @@ def load_config(path: str | Path, overrides: list[str] | tuple = ()) -> Experime
         ConfigError: naming ``path`` and the key at fault, or (as an
             :class:`OverrideError`) ``--set KEY=VALUE`` when an override set it.
     """
-    path = Path(path)
+    path = find_config(path)
     values = _read_yaml(path)
     try:
         return config_from_dict(values, overrides)

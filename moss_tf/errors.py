@@ -15,3 +15,11 @@ class CheckpointError(MossError):
 
 class TrainingError(MossError):
     """Training cannot start or go on; the message says why and what was kept."""
+
+
+class DataError(MossError, ValueError):
+    """A dataset folder or file list cannot be used (missing, empty, unknown layout)."""
+
+
+class ImageError(DataError):
+    """One image file cannot be used: unreadable, truncated, empty, too large or too small."""

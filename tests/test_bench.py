@@ -25,7 +25,7 @@ from bench.__main__ import (
 from bench._worker import pipeline, training
 from bench.flops import forward_flops, total_gflop
 from moss_tf.config import load_config
-from moss_tf.model import MOSSNet
+from moss_tf.nn.network import MOSSNet
 
 TINY_OVERRIDES = [f"model.{key}={value}" for key, value in TINY_MODEL.items()] + [
     "train.batch_size=2",

@@ -10,7 +10,7 @@ from bench.__main__ import Measurement
 from bench._worker import _synthetic_batch
 from bench.flops import function_flops
 from moss_tf.config import load_config
-from moss_tf.training import build_trainer
+from moss_tf.train.stage import build_trainer
 
 TINY = [f"model.{key}={value}" for key, value in TINY_MODEL.items()]
 TINY += ["train.batch_size=2", "train.crop_size=16", "train.weight_average=0"]

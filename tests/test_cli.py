@@ -9,10 +9,9 @@ import sys
 import pytest
 from conftest import REPO
 
-import evaluate
-import train
-from moss_tf import export_command
-from moss_tf.cli import _has_nvidia_driver, _stderr_without
+from moss_tf.commands import evaluate, train
+from moss_tf.commands import export as export_command
+from moss_tf.commands.common import _has_nvidia_driver, _stderr_without
 from moss_tf.config import ConfigError, OverrideError, load_config
 
 
@@ -74,7 +73,8 @@ def test_model_overrides_are_refused_where_the_network_comes_trained(tmp_path, c
     run = tmp_path / "run"
     run.mkdir()
     (run / "model.weights.h5").write_bytes(b"")
-    code = command(["--run-dir", str(run), "--set", "model.memory_items=64"])
+    out = str(tmp_path / "out")
+    code = command(["--run-dir", str(run), "--output", out, "--set", "model.memory_items=64"])
     assert code == 1
     err = capsys.readouterr().err
     assert "--set model.memory_items=64: the network's settings come with the trained" in err
@@ -120,7 +120,7 @@ def test_stderr_filter_drops_only_the_noise_lines(capfd):
 
 @pytest.mark.skipif(_has_nvidia_driver(), reason="this machine has an NVIDIA driver")
 def test_tensorflow_starts_without_cuda_lines_unless_asked():
-    start = "from moss_tf.cli import start_tensorflow; start_tensorflow(); print('ok')"
+    start = "from moss_tf.commands.common import start_tensorflow; start_tensorflow(); print('ok')"
     quiet = run_python(start)
     assert quiet.stdout.strip() == "ok", quiet.stderr
     for noise in ("cuda", "cuInit", "absl", "oneDNN"):

@@ -7,8 +7,8 @@ import pytest
 from conftest import FIXTURES
 
 from moss_tf.config import load_config
-from moss_tf.convert import ConversionError, from_official, main, read_state_dict
-from moss_tf.model import MOSSNet
+from moss_tf.nn.convert import ConversionError, from_official, main, read_state_dict
+from moss_tf.nn.network import MOSSNet
 
 
 def nhwc(array):

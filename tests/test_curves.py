@@ -1,11 +1,11 @@
-"""python -m moss_tf.curves reads a run's TensorBoard logs across both stages."""
+"""python -m moss_tf.paper.curves reads a run's TensorBoard logs across both stages."""
 
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-from moss_tf import curves
+from moss_tf.paper import curves
 
 
 def write_stage(run, stage, steps, psnr, norm):

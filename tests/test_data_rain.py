@@ -9,7 +9,7 @@ from PIL import Image
 
 from moss_tf.config import config_from_dict
 from moss_tf.data import RainConfig, RainSynthesizer
-from moss_tf.data.config import RAIN_PRESETS
+from moss_tf.data.data_config import RAIN_PRESETS
 from moss_tf.data.pool import ImagePool
 from moss_tf.data.rain import procedural_streaks, streak_layer_rain
 from moss_tf.errors import ConfigError

@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 from conftest import TINY_MODEL
 
-from moss_tf.model import MOSSNet
+from moss_tf.nn.network import MOSSNet
 
 
 def test_two_replicas_leave_the_same_memory_as_one_replica_with_the_whole_batch(rng, two_replicas):

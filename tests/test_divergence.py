@@ -7,12 +7,12 @@ import pytest
 import tensorflow as tf
 from test_training import config
 
-from moss_tf import checkpoints as ckpt
-from moss_tf.callbacks import Checkpointing
-from moss_tf.divergence import DivergenceGuard, scale_signals
-from moss_tf.losses import feature_scale_penalty
-from moss_tf.model import MOSSNet
-from moss_tf.training import TrainingError, run_stage
+from moss_tf.nn.losses import feature_scale_penalty
+from moss_tf.nn.network import MOSSNet
+from moss_tf.train import checkpoints as ckpt
+from moss_tf.train.callbacks import Checkpointing
+from moss_tf.train.divergence import DivergenceGuard, scale_signals
+from moss_tf.train.stage import TrainingError, run_stage
 
 
 def feed(guard, losses, start=1):

@@ -12,12 +12,13 @@ from conftest import TINY_MODEL
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
-import evaluate as evaluate_cli
-from moss_tf import evaluation, metrics
+from moss_tf.commands import evaluate as evaluate_cli
 from moss_tf.config import config_from_dict, save_config
-from moss_tf.evaluation import RESULT_KEYS, evaluate, format_table, write_json
-from moss_tf.inference import Derainer
-from moss_tf.model import MOSSNet
+from moss_tf.infer import metrics
+from moss_tf.infer import scoring as evaluation
+from moss_tf.infer.derain import Derainer
+from moss_tf.infer.scoring import RESULT_KEYS, evaluate, format_table, write_json
+from moss_tf.nn.network import MOSSNet
 
 ISSUE_KEYS = {
     "n",

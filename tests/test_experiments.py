@@ -1,4 +1,4 @@
-"""Reproducing a paper table with one command (python -m moss_tf.experiments)."""
+"""Reproducing a paper table with one command (python -m moss_tf.paper.experiments)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import json
 import pytest
 from conftest import REPO, TINY_MODEL
 
-from moss_tf import experiments
 from moss_tf.config import ConfigError
-from moss_tf.paper_tables import SUPERVISED, TABLES
-from moss_tf.table_report import write_report
+from moss_tf.paper import experiments
+from moss_tf.paper.report import format_duration, write_report
+from moss_tf.paper.tables import SUPERVISED, TABLES
 
 TINY = [
     *(f"model.{key}={value}" for key, value in TINY_MODEL.items()),
@@ -96,8 +96,8 @@ def test_time_left_comes_from_the_seconds_per_step_measured_so_far(tmp_path):
     # step estimated at SEMI_STEP_COST pretrain steps until one is measured.
     expected = 3 * 500 * 0.5 + 6 * 150 * 0.5 * experiments.SEMI_STEP_COST
     assert experiments.estimate_seconds_left(plan) == pytest.approx(expected)
-    assert experiments.format_duration(expected) == "46 min 15 s"
-    assert experiments.format_duration(3725) == "1 h 02 min"
+    assert format_duration(expected) == "46 min 15 s"
+    assert format_duration(3725) == "1 h 02 min"
 
 
 def test_bad_budget_and_bad_override_are_named():
@@ -121,7 +121,9 @@ def test_table3_report_puts_each_row_beside_the_papers_numbers(tmp_path):
         }
         for i, planned in enumerate(plan.rows)
     }
-    markdown, paths = write_report(plan, results, wall_seconds=10.0)
+    markdown, paths = write_report(
+        plan, results, wall_seconds=10.0, compute_seconds=experiments.compute_seconds(plan, results)
+    )
 
     table = json.loads(paths[2].read_text())
     labels = [row["label"] for row in table["rows"]]
@@ -180,7 +182,7 @@ def test_a_table_end_to_end_then_a_second_run_skips_finished_rows_and_resumes(tm
 def test_the_demo_table_scores_the_control_continued_from_the_pretrained_network(tmp_path, capsys):
     import numpy as np
 
-    from moss_tf.checkpoints import load_network
+    from moss_tf.train.checkpoints import load_network
 
     runs = tmp_path / "runs"
     args = ["demo", "--budget", BUDGET, "--runs-root", str(runs)]

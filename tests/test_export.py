@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +11,10 @@ import tensorflow as tf
 from conftest import TINY_MODEL
 from PIL import Image
 
-from moss_tf import export
+from moss_tf.commands import export as export_command
 from moss_tf.config import config_from_dict, save_config
-from moss_tf.model import MOSSNet
+from moss_tf.export import saved_model as export
+from moss_tf.nn.network import MOSSNet
 
 
 def randomize(net: MOSSNet, seed: int) -> MOSSNet:
@@ -40,9 +42,22 @@ def exported(tmp_path_factory):
     save_config(config_from_dict({"name": "tiny", "model": TINY_MODEL}), run_dir / "config.yaml")
     net.save_weights(run_dir / "model.weights.h5")
     base = root / "saved_models" / "moss"
-    assert export.main(["--run-dir", str(run_dir), "--output", str(base)]) == 0
+    assert export_command.main(["--run-dir", str(run_dir), "--output", str(base)]) == 0
     version = base / "1"
     return net, version, tf.saved_model.load(str(version))
+
+
+def test_a_second_export_into_a_served_folder_is_refused_unless_asked(exported, capsys):
+    _, version, _ = exported
+    run_dir = version.parents[2] / "runs" / "tiny"
+    base = version.parent
+    assert export_command.main(["--run-dir", str(run_dir), "--output", str(base)]) == 1
+    assert "already holds version(s) 1" in capsys.readouterr().err
+    assert not (base / "2").exists()
+    # The shipped SavedModel's folder is protected the same way.
+    shipped = Path(__file__).resolve().parents[1] / "saved_models" / "moss"
+    assert export_command.main(["--run-dir", str(run_dir), "--output", str(shipped)]) == 1
+    assert sorted(p.name for p in shipped.iterdir()) == ["1"]
 
 
 def keras_derain01(net, images01):

@@ -1,4 +1,4 @@
-"""Paper-style figures: comparison grids with zoomed insets, Eq. 9 mixtures (moss_tf.figures)."""
+"""Paper-style figures: comparison grids with zoomed insets, Eq. 9 mixtures."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from moss_tf import figures
+from moss_tf.paper import figures
 from moss_tf.study.study import StudyError
 
 

@@ -10,8 +10,8 @@ from PIL import Image
 
 from moss_tf.data import read_image
 from moss_tf.errors import MossError
-from moss_tf.inference import Derainer, blend_window, derain_files, tile_starts
-from moss_tf.model import MOSSNet
+from moss_tf.infer.derain import Derainer, blend_window, derain_files, tile_starts
+from moss_tf.nn.network import MOSSNet
 
 TILE, OVERLAP = 96, 32
 
@@ -70,8 +70,8 @@ def test_tiled_equals_untiled_away_from_seams_and_shows_no_seams(net):
     # whole image needs no internal padding either and only seams differ.
     height, width = 200, 152
     rainy = textured(height, width)
-    whole = Derainer(net, tile_size=1024).derain(rainy)
-    tiled = Derainer(net, tile_size=TILE, overlap=OVERLAP).derain(rainy)
+    whole = Derainer(net, tile_size=1024).derain_model_range(rainy)
+    tiled = Derainer(net, tile_size=TILE, overlap=OVERLAP).derain_model_range(rainy)
     assert tiled.shape == whole.shape == rainy.shape
 
     distance, seam_rows, seam_columns = _seam_distance(height, width)
@@ -89,13 +89,13 @@ def test_tiled_equals_untiled_away_from_seams_and_shows_no_seams(net):
     naive = whole.copy()
     alone = Derainer(net, tile_size=1024)
     for left in (0, 76):  # two non-overlapping tiles, each derained alone
-        naive[:, left : left + 76] = alone.derain(rainy[:, left : left + 76])
+        naive[:, left : left + 76] = alone.derain_model_range(rainy[:, left : left + 76])
     assert _seam_jump(naive, [76]) > 1.5 * _seam_jump(whole, [76])
 
 
 def test_small_images_go_through_whole(net):
     rainy = textured(37, 53, seed=1)
-    got = Derainer(net).derain(rainy)
+    got = Derainer(net).derain_model_range(rainy)
     want = net(rainy[None], training=False).numpy()[0]
     np.testing.assert_allclose(got, want, atol=1e-6)
 

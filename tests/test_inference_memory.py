@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from conftest import TINY_MODEL
 
-from moss_tf.checkpoints import load_network
 from moss_tf.config import ConfigError, config_from_dict, save_config
-from moss_tf.inference import Derainer, owned_ranges, tile_starts
-from moss_tf.layers import MemoryBank
-from moss_tf.model import MOSSNet
-from moss_tf.trainer import MOSSTrainer
+from moss_tf.infer.derain import Derainer, owned_ranges, tile_starts
+from moss_tf.nn.layers import MemoryBank
+from moss_tf.nn.network import MOSSNet
+from moss_tf.train.checkpoints import load_network
+from moss_tf.train.trainer import MOSSTrainer
 
 STRONG_UPDATE = {**TINY_MODEL, "memory_decay": 0.5}
 
@@ -180,8 +180,8 @@ def test_a_tiled_photo_gets_the_whole_photos_memory_update(net):
         -1,
         1,
     ).astype("float32")
-    whole = Derainer(net, tile_size=256).derain(rainy)
-    tiled = Derainer(net, tile_size=96, overlap=40).derain(rainy)
+    whole = Derainer(net, tile_size=256).derain_model_range(rainy)
+    tiled = Derainer(net, tile_size=96, overlap=40).derain_model_range(rainy)
     error = np.abs(tiled - whole)
     assert error.mean() < 2e-4 and error.max() < 5e-3  # what is left: tile borders' context
     # Inside a tile, away from its borders, it is the whole photo's result...

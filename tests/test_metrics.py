@@ -8,7 +8,7 @@ import tensorflow as tf
 from numpy.lib.stride_tricks import sliding_window_view
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from moss_tf import metrics
+from moss_tf.infer import metrics
 
 
 def _pair(seed: int, shape=(2, 29, 37, 3), noise=25.0):

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from conftest import TINY_MODEL
 
-from moss_tf.layers import CBNFusion, MemoryBank, ResidualBlock
-from moss_tf.model import MOSSNet
+from moss_tf.nn.layers import CBNFusion, MemoryBank, ResidualBlock
+from moss_tf.nn.network import MOSSNet
 
 
 def tiny_net(**overrides):

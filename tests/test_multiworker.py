@@ -14,9 +14,9 @@ import tensorflow as tf
 from conftest import REPO, TINY_MODEL
 from test_data_stream import _data, _pairs
 
-from moss_tf.checkpoints import load_network
 from moss_tf.data import build_training_data
-from moss_tf.training import stage_batches, worker_batches
+from moss_tf.train.checkpoints import load_network
+from moss_tf.train.stage import stage_batches, worker_batches
 
 
 def free_port() -> int:

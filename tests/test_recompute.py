@@ -9,9 +9,9 @@ import pytest
 import tensorflow as tf
 from conftest import TINY_MODEL
 
-from moss_tf import layers
-from moss_tf.model import MOSSNet
-from moss_tf.trainer import MOSSTrainer
+from moss_tf.nn import layers
+from moss_tf.nn.network import MOSSNet
+from moss_tf.train.trainer import MOSSTrainer
 
 
 def _semi_trainer() -> MOSSTrainer:

@@ -14,9 +14,9 @@ import pytest
 from conftest import REPO
 from test_training import FAST, config
 
-from moss_tf import checkpoints as ckpt
 from moss_tf.errors import MossError
-from moss_tf.training import TrainingError, run_stage
+from moss_tf.train import checkpoints as ckpt
+from moss_tf.train.stage import TrainingError, run_stage
 
 
 def train_command(run_dir, *overrides):
@@ -131,8 +131,8 @@ def test_bad_serving_requests_are_refused_clearly(tmp_path):
     import tensorflow as tf
     from conftest import TINY_MODEL
 
-    from moss_tf.export import export_saved_model
-    from moss_tf.model import MOSSNet
+    from moss_tf.export.saved_model import export_saved_model
+    from moss_tf.nn.network import MOSSNet
 
     net = MOSSNet(**TINY_MODEL)
     net.build()

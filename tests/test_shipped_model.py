@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio
 
-import evaluate as evaluate_cli
-from moss_tf.checkpoints import load_network
-from moss_tf.cli import SHIPPED_WEIGHTS
+from moss_tf.commands import evaluate as evaluate_cli
+from moss_tf.commands.common import SHIPPED_PRESET
 from moss_tf.config import load_config
 from moss_tf.data.builtin import builtin_paths
-from moss_tf.data.config import RainConfig
+from moss_tf.data.data_config import RainConfig
 from moss_tf.data.images import read_image
 from moss_tf.data.rain import RainSynthesizer
+from moss_tf.nn.network import MOSSNet
+from moss_tf.nn.presets import preset_dir
 
-SHIPPED_SAVED_MODEL = SHIPPED_WEIGHTS.parents[1] / "moss" / "1"
+SHIPPED_SAVED_MODEL = Path(__file__).resolve().parents[1] / "saved_models" / "moss" / "1"
 
 
 def rainy_photo():
@@ -30,9 +33,9 @@ def rainy_photo():
 
 
 def test_the_shipped_model_and_its_config_are_there_and_are_the_released_network():
-    assert SHIPPED_WEIGHTS.is_file(), f"{SHIPPED_WEIGHTS} is missing"
-    network, _ = load_network(checkpoint=SHIPPED_WEIGHTS)
-    released = load_config(SHIPPED_WEIGHTS.parents[2] / "configs" / "paper.yaml").model
+    assert (preset_dir(SHIPPED_PRESET) / "model.weights.h5").is_file()
+    network = MOSSNet.from_preset(SHIPPED_PRESET)
+    released = load_config("paper").model
     assert network.blocks_per_stage == released.blocks_per_stage == 4
     assert network.memory_items == released.memory_items == 512
 
@@ -45,7 +48,7 @@ def test_evaluate_input_without_a_model_derains_with_the_shipped_model(tmp_path,
     out = tmp_path / "out"
     assert evaluate_cli.main(["--input", str(photos), "--output", str(out), "--quiet"]) == 0
     printed = capsys.readouterr().out
-    assert f"using the shipped model {SHIPPED_WEIGHTS}" in printed
+    assert f"using the shipped model {SHIPPED_PRESET}" in printed
     derained = np.asarray(Image.open(out / "street.png"))
     assert derained.shape == rainy.shape
     # It removes rain: closer to the clean photo than the rainy input is.
@@ -57,7 +60,7 @@ def test_evaluate_input_without_a_model_derains_with_the_shipped_model(tmp_path,
 def test_the_shipped_saved_model_agrees_with_the_shipped_weights():
     if not SHIPPED_SAVED_MODEL.is_dir():
         pytest.fail(f"{SHIPPED_SAVED_MODEL} is missing: re-export the shipped weights")
-    network, _ = load_network(checkpoint=SHIPPED_WEIGHTS)
+    network = MOSSNet.from_preset(SHIPPED_PRESET)
     rainy, _ = rainy_photo()
     images = tf.constant(np.stack([rainy[:96, :128], rainy[96:, 128:]]) / 255.0, tf.float32)
     served = tf.saved_model.load(str(SHIPPED_SAVED_MODEL)).signatures["serving_default"]

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from moss_tf.commands.study import main
 from moss_tf.study import (
     StudyError,
     VoteStore,
@@ -26,7 +27,6 @@ from moss_tf.study import (
     make_study_server,
     parse_method_arg,
 )
-from moss_tf.study.__main__ import main
 
 METHODS = ["moss", "syn2real", "jorder", "spanet", "rescan"]
 ORIGINAL_WIDTH = 12

@@ -9,9 +9,9 @@ import tensorflow as tf
 from conftest import TINY_MODEL
 
 from moss_tf.config import SemiConfig
-from moss_tf.losses import l1_loss, total_variation
-from moss_tf.model import MOSSNet
-from moss_tf.trainer import MOSSTrainer
+from moss_tf.nn.losses import l1_loss, total_variation
+from moss_tf.nn.network import MOSSNet
+from moss_tf.train.trainer import MOSSTrainer
 
 
 def make_trainer(stage="pretrain", semi=None, model=None, initial=None):

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from conftest import REPO, TINY_MODEL
 
-import train
-from moss_tf import checkpoints as ckpt
+from moss_tf.commands import train
 from moss_tf.config import load_config
-from moss_tf.training import (
+from moss_tf.train import checkpoints as ckpt
+from moss_tf.train.stage import (
     TrainingError,
     build_trainer,
     learning_rate,

@@ -15,8 +15,8 @@ lines report a bad config in well under a second).
 
 import importlib
 
-from moss_tf.data.config import DataConfig, LabeledConfig, RainConfig, UnlabeledConfig
-from moss_tf.data.errors import DataError, ImageError
+from moss_tf.data.data_config import DataConfig, LabeledConfig, RainConfig, UnlabeledConfig
+from moss_tf.errors import DataError, ImageError
 
 _LAZY = {
     "list_images": "moss_tf.data.images",

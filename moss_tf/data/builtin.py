@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from moss_tf.data.errors import DataError
 from moss_tf.data.images import read_image
+from moss_tf.errors import DataError
 
 __all__ = [
     "LABELED_PHOTOS",

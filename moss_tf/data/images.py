@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from moss_tf.data.errors import DataError, ImageError
 from moss_tf.data.shard_files import ShardMember
+from moss_tf.errors import DataError, ImageError
 
 __all__ = [
     "IMAGE_EXTENSIONS",

@@ -35,9 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
-from moss_tf.data.errors import DataError, ImageError
 from moss_tf.data.images import IMAGE_EXTENSIONS, list_images, natural_key
 from moss_tf.data.shard_files import ShardMember, is_shard_folder, open_shards
+from moss_tf.errors import DataError, ImageError
 
 __all__ = [
     "PAIRED_LAYOUTS",

@@ -26,8 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from moss_tf.data import builtin
-from moss_tf.data.config import BUILTIN, DataConfig, RainConfig, resolve_path
-from moss_tf.data.errors import DataError
+from moss_tf.data.data_config import BUILTIN, DataConfig, RainConfig, resolve_path
 from moss_tf.data.layouts import (
     Pair,
     find_images,
@@ -47,6 +46,7 @@ from moss_tf.data.pool import (
 from moss_tf.data.rain import RainSynthesizer
 from moss_tf.data.ranges import to_model_range
 from moss_tf.data.stream import FileImages, ImageProbe, probe_images, scaled_size
+from moss_tf.errors import DataError
 
 __all__ = ["TrainingData", "build_test_sets", "build_training_data"]
 
@@ -191,7 +191,7 @@ class _Loader:
 
     ``min_side`` is the crop size: smaller training images are bad images.
     Each source is held in memory or streamed from its files as ``data.load``
-    says (see :class:`~moss_tf.data.config.DataConfig`).
+    says (see :class:`~moss_tf.data.data_config.DataConfig`).
     """
 
     def __init__(self, cfg: DataConfig, min_side: int):

@@ -19,9 +19,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from moss_tf.data.errors import DataError, ImageError
 from moss_tf.data.images import read_image
 from moss_tf.data.layouts import Pair
+from moss_tf.errors import DataError, ImageError
 
 __all__ = ["ImagePool", "MemoryBudget", "load_images", "load_pairs"]
 

@@ -26,7 +26,7 @@ import math
 
 import tensorflow as tf
 
-from moss_tf.data.config import RainConfig
+from moss_tf.data.data_config import RainConfig
 from moss_tf.data.pool import ImagePool
 
 __all__ = ["RainSynthesizer", "procedural_streaks", "streak_density", "streak_layer_rain"]

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from moss_tf.data.builtin import builtin_paths
-from moss_tf.data.config import RAIN_PRESETS, RainConfig, resolve_path
+from moss_tf.data.data_config import RAIN_PRESETS, RainConfig, resolve_path
 from moss_tf.data.images import read_image
 from moss_tf.data.pool import ImagePool
 
@@ -87,7 +87,7 @@ def rain_psnrs(
 
     from moss_tf.data.images import list_images
     from moss_tf.data.rain import RainSynthesizer
-    from moss_tf.metrics import psnr_rgb
+    from moss_tf.infer.metrics import psnr_rgb
 
     synth = RainSynthesizer(RainConfig(preset=preset, streaks=streaks), _layers(streaks))
     values = []

@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
-from moss_tf.data.errors import DataError
+from moss_tf.errors import DataError
 
 __all__ = ["MANIFEST", "ImageHeader", "ShardMember", "ShardSet", "is_shard_folder", "open_shards"]
 

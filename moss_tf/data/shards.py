@@ -40,9 +40,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from moss_tf.data.errors import DataError
 from moss_tf.data.layouts import detect_layout, find_images, find_pairs
 from moss_tf.data.shard_files import FORMAT, MANIFEST, VERSION, is_shard_folder, open_shards
+from moss_tf.errors import DataError
 
 __all__ = ["pack_folder", "verify_shards"]
 

@@ -1,0 +1,159 @@
+"""Evaluate a trained MOSS network, or derain your own photos.
+
+Test sets (PSNR / SSIM in the paper's and the community's conventions)::
+
+    python evaluate.py                                  # configs/demo.yaml, runs/demo
+    python evaluate.py --config configs/ddn_sirr.yaml --json results.json --output results/
+    python evaluate.py --checkpoint runs/demo/semi/best.weights.h5 --test data/Rain100L
+
+Your own photos (any size and format; large ones in seamless tiles), with the
+shipped model (saved_models/release) unless --run-dir or --checkpoint names another::
+
+    python evaluate.py --input my_photos/ --output derained/
+    python evaluate.py --input rainy.jpg --output derained/ --run-dir runs/demo
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from moss_tf.commands.common import (
+    SHIPPED_PRESET,
+    add_config_arguments,
+    add_inference_memory_argument,
+    add_model_source_arguments,
+    add_verbose_argument,
+    check_model_source,
+    load_experiment,
+    load_trained_network,
+    start_tensorflow,
+    use_shipped_model_unless_given,
+)
+from moss_tf.errors import ConfigError, MossError
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=(
+            "Score a trained network on paired test sets (a table, --json, --output panels), "
+            "or derain your own photos with --input PATH --output DIR."
+        ),
+    )
+    add_config_arguments(
+        parser,
+        "experiment YAML: names the run and the test data (default: configs/demo.yaml); "
+        "with --checkpoint also its model (default: the config.yaml beside the checkpoint)",
+    )
+    add_model_source_arguments(parser)
+    add_inference_memory_argument(parser)
+    parser.add_argument(
+        "--test",
+        nargs="+",
+        metavar="PATH",
+        help="paired test folder(s) in any supported layout, replacing the config's test sets",
+    )
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument(
+        "--output",
+        metavar="DIR",
+        help="save derained images and rainy|derained|clean panels here "
+        "(with --input: the folder the derained photos go to, or for one photo the file)",
+    )
+    parser.add_argument(
+        "--input",
+        metavar="PATH",
+        help="derain this photo or folder of photos (needs --output) with the shipped model "
+        f"{SHIPPED_PRESET} unless --preset, --run-dir or --checkpoint names another",
+    )
+    parser.add_argument(
+        "--tile-size", type=int, default=512, help="images larger than this are tiled (512)"
+    )
+    parser.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (64)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_verbose_argument(parser)
+    args = parser.parse_args(argv)
+    if args.input and not args.output:
+        parser.error("--input needs --output DIR (where the derained photos are written)")
+    if args.input and (args.test or args.json):
+        parser.error("--input derains photos; --test and --json apply to paired test sets only")
+    return args
+
+
+def _test_sets(cfg, paths):
+    """Split name -> dataset: the config's test sets, or those of each ``--test`` path."""
+    from moss_tf.data import build_test_sets
+
+    if not paths:
+        return build_test_sets(cfg.data)
+    sets = {}
+    for path in paths:
+        folder = Path(path).name
+        for split, dataset in build_test_sets(dataclasses.replace(cfg.data, test=path)).items():
+            # Several folders may each have e.g. "dense"/"sparse": prefix the folder.
+            name = split if len(paths) == 1 or split == folder else f"{folder}/{split}"
+            sets[name] = dataset
+    return sets
+
+
+def check_before_starting(args):
+    """The config, the trained network and the input paths, checked before TensorFlow starts."""
+    cfg = load_experiment(args, check_paths=not (args.input or args.test))
+    check_model_source(args, cfg)
+    named = [("--input", args.input)] if args.input else [("--test", p) for p in args.test or []]
+    for option, path in named:
+        if not Path(path).exists():
+            raise ConfigError(f"{option} {path}: not found")
+    return cfg
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.input and use_shipped_model_unless_given(args):
+        print(
+            f"using the shipped model {args.preset} "
+            "(--preset, --run-dir or --checkpoint for another)"
+        )
+    try:
+        cfg = check_before_starting(args)
+        start_tensorflow(args.verbose)
+        from moss_tf.infer.derain import Derainer
+
+        net, source = load_trained_network(args, cfg)
+        derainer = Derainer(net, tile_size=args.tile_size, overlap=args.overlap)
+
+        if args.input:
+            from moss_tf.infer.derain import derain_files
+
+            written, skipped = derain_files(
+                derainer, args.input, args.output, progress=not args.quiet
+            )
+            for message in skipped:
+                print(f"skipped {message}", file=sys.stderr)
+            print(f"{len(written)} derained image(s) written to {args.output}")
+            return 1 if skipped else 0
+
+        from moss_tf.infer.scoring import evaluate, format_table, write_json
+
+        results = evaluate(
+            derainer, _test_sets(cfg, args.test), output_dir=args.output, progress=not args.quiet
+        )
+    except MossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    if not results["splits"]:
+        print("error: the test sets hold no images", file=sys.stderr)
+        return 1
+    print(f"\nmodel: {source}")
+    print(format_table(results))
+    if args.json:
+        print(f"results written to {write_json({**results, 'model': str(source)}, args.json)}")
+    if args.output:
+        print(f"derained images and panels saved under {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
