@@ -9,7 +9,7 @@ import argparse
 
 import keras
 import pytest
-from conftest import REPO, TINY_MODEL
+from conftest import TINY_MODEL
 
 from bench.__main__ import (
     SECTIONS,
@@ -253,7 +253,7 @@ def test_only_pipeline_with_pairs_times_the_folder_against_the_paper_steps(tmp_p
     folder = measurements["pipeline/pairs1"].params
     assert folder["config"] == "configs/ddn_sirr.yaml"
     assert f"data.labeled.pairs={tmp_path.resolve()}" in folder["overrides"]
-    load_config(REPO / folder["config"], folder["overrides"])  # a config the worker accepts
+    load_config(folder["config"], folder["overrides"])  # a config the worker accepts
     # Batch 32 x 256² semi needs recomputation to fit in a CPU machine's memory.
     assert measurements["training/paper/semi"].params["overrides"] == ["train.recompute=true"]
     assert measurements["training/paper/pretrain"].params["config"] == "configs/paper.yaml"

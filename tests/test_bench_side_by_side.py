@@ -29,7 +29,7 @@ def test_each_moss_measurement_runs_right_before_its_reference_with_the_same_set
         assert int(size["train.crop_size"]) == reference.params["crop_size"]
         assert ours.params["stage"] == reference.params["stage"]
         # the same arithmetic: the reference does not average weights
-        load_config(REPO / ours.params["config"], ours.params["overrides"])
+        load_config(ours.params["config"], ours.params["overrides"])
         assert size["train.weight_average"] == "0"
     settings = {(m.params["stage"], m.params["batch_size"]) for m in trainings[1::2]}
     assert settings == {("pretrain", 8), ("semi", 8), ("pretrain", 32), ("semi", 4)}

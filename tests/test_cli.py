@@ -33,7 +33,7 @@ def test_set_takes_several_pairs_per_flag_and_repeats():
 )
 def test_an_override_error_names_the_set_flag_not_the_file(override, named):
     with pytest.raises(OverrideError) as err:
-        load_config(REPO / "configs" / "demo.yaml", [override])
+        load_config(REPO / "moss_tf" / "configs" / "demo.yaml", [override])
     assert str(err.value).startswith(named)
     assert "demo.yaml" not in str(err.value)
 
@@ -48,7 +48,7 @@ def test_a_file_error_still_names_the_file_when_overrides_are_given(tmp_path):
 
 def test_the_last_override_of_a_key_is_the_one_blamed():
     with pytest.raises(OverrideError, match=r"^--set train\.steps=0:"):
-        load_config(REPO / "configs" / "demo.yaml", ["train.steps=5", "train.steps=0"])
+        load_config(REPO / "moss_tf" / "configs" / "demo.yaml", ["train.steps=5", "train.steps=0"])
 
 
 def test_a_missing_data_path_set_on_the_command_line_is_named(tmp_path, capsys):

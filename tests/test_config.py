@@ -14,10 +14,12 @@ from moss_tf.config import (
     save_config,
 )
 
-CONFIGS = sorted((REPO / "configs").rglob("*.yaml"))
+CONFIGS = sorted((REPO / "moss_tf" / "configs").rglob("*.yaml"))
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "configs")))
+@pytest.mark.parametrize(
+    "path", CONFIGS, ids=lambda p: str(p.relative_to(REPO / "moss_tf" / "configs"))
+)
 def test_every_shipped_config_loads(path):
     cfg = load_config(path)
     assert isinstance(cfg, ExperimentConfig)
@@ -25,7 +27,7 @@ def test_every_shipped_config_loads(path):
 
 
 def test_paper_settings_are_the_papers():
-    cfg = load_config(REPO / "configs" / "ddn_sirr.yaml")
+    cfg = load_config(REPO / "moss_tf" / "configs" / "ddn_sirr.yaml")
     assert (cfg.train.crop_size, cfg.train.batch_size, cfg.train.learning_rate) == (256, 32, 2e-4)
     assert (cfg.semi.supervised_weight, cfg.semi.unsupervised_weight, cfg.semi.tv_weight) == (
         10.0,
@@ -36,7 +38,7 @@ def test_paper_settings_are_the_papers():
 
 
 def test_ablations_switch_off_their_component():
-    folder = REPO / "configs" / "ablations"
+    folder = REPO / "moss_tf" / "configs" / "ablations"
     assert not load_config(folder / "wo_memory.yaml").model.use_memory
     assert not load_config(folder / "wo_self_training.yaml").semi.self_training
     assert load_config(folder / "wo_tv.yaml").semi.tv_weight == 0.0
@@ -44,7 +46,7 @@ def test_ablations_switch_off_their_component():
     basic = load_config(folder / "basic.yaml")
     assert not (basic.model.use_memory or basic.model.use_skip or basic.semi.self_training)
     assert basic.semi.tv_weight == 0.0
-    assert basic.data == load_config(REPO / "configs" / "ddn_sirr.yaml").data
+    assert basic.data == load_config(REPO / "moss_tf" / "configs" / "ddn_sirr.yaml").data
 
 
 def test_unknown_keys_are_named_with_their_file(tmp_path):
@@ -106,7 +108,7 @@ def test_base_files_merge_section_by_section(tmp_path):
 
 
 def test_saved_config_loads_back_equal(tmp_path):
-    cfg = load_config(REPO / "configs" / "demo.yaml", ["train.steps=11"])
+    cfg = load_config(REPO / "moss_tf" / "configs" / "demo.yaml", ["train.steps=11"])
     save_config(cfg, tmp_path / "resolved.yaml")
     assert load_config(tmp_path / "resolved.yaml") == cfg
 

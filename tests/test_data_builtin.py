@@ -12,7 +12,7 @@ from moss_tf.data import DataConfig, build_test_sets, build_training_data, read_
 from moss_tf.data import builtin as builtin_data
 from moss_tf.errors import ConfigError
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "moss_tf" / "configs"
 
 
 @pytest.fixture(scope="module")

@@ -43,7 +43,7 @@ def _scores(psnr: float) -> dict:
 
 def test_plan_shares_one_pretrain_between_rows_that_differ_only_in_stage_semi():
     plan = experiments.plan_table(
-        TABLES["table3"], REPO / "configs" / "demo.yaml", budget=0.5, runs_root="r"
+        TABLES["table3"], REPO / "moss_tf" / "configs" / "demo.yaml", budget=0.5, runs_root="r"
     )
     groups = {tuple(p.row.key for p in rows) for rows in plan.pretrain_groups().values()}
     # Memory and skip change the network, so their ablations pretrain on their own.
@@ -58,11 +58,15 @@ def test_plan_shares_one_pretrain_between_rows_that_differ_only_in_stage_semi():
 
 
 def test_every_sweep_value_reaches_its_row_config():
-    plan = experiments.plan_table(TABLES["table4"], REPO / "configs" / "demo.yaml", runs_root="r")
+    plan = experiments.plan_table(
+        TABLES["table4"], REPO / "moss_tf" / "configs" / "demo.yaml", runs_root="r"
+    )
     decays = {p.row.key: p.cfg.model.memory_decay for p in plan.rows}
     assert decays["tau_0"] == 0.0 and decays["tau_0.9999"] == 0.9999 and decays["tau_1"] == 1.0
     assert len(plan.pretrain_groups()) == len(plan.rows)  # tau acts in pretrain too
-    plan = experiments.plan_table(TABLES["table5"], REPO / "configs" / "demo.yaml", runs_root="r")
+    plan = experiments.plan_table(
+        TABLES["table5"], REPO / "moss_tf" / "configs" / "demo.yaml", runs_root="r"
+    )
     assert [p.cfg.semi.target_decay for p in plan.rows][:6] == [0, 0.9, 0.99, 0.999, 0.9999, 1]
     assert len(plan.pretrain_groups()) == 1
 
@@ -70,7 +74,7 @@ def test_every_sweep_value_reaches_its_row_config():
 def test_the_demo_control_trains_as_many_steps_as_semi_at_semis_rate_from_the_same_network():
     plan = experiments.plan_table(
         TABLES["demo"],
-        REPO / "configs" / "demo.yaml",
+        REPO / "moss_tf" / "configs" / "demo.yaml",
         overrides=["semi.learning_rate=0.0001"],
         budget=0.5,
         runs_root="r",
@@ -85,7 +89,7 @@ def test_the_demo_control_trains_as_many_steps_as_semi_at_semis_rate_from_the_sa
 
 def test_time_left_comes_from_the_seconds_per_step_measured_so_far(tmp_path):
     plan = experiments.plan_table(
-        TABLES["table3"], REPO / "configs" / "demo.yaml", budget=0.5, runs_root=tmp_path
+        TABLES["table3"], REPO / "moss_tf" / "configs" / "demo.yaml", budget=0.5, runs_root=tmp_path
     )
     assert experiments.estimate_seconds_left(plan) is None  # nothing measured yet
     shared = plan.rows[-1]  # "ours": its pretrain is shared with two other rows
@@ -102,16 +106,23 @@ def test_time_left_comes_from_the_seconds_per_step_measured_so_far(tmp_path):
 
 def test_bad_budget_and_bad_override_are_named():
     with pytest.raises(ConfigError, match="--budget"):
-        experiments.plan_table(TABLES["table3"], REPO / "configs" / "demo.yaml", budget=0)
+        experiments.plan_table(
+            TABLES["table3"], REPO / "moss_tf" / "configs" / "demo.yaml", budget=0
+        )
     with pytest.raises(ConfigError, match=r"train\.stepz"):
         experiments.plan_table(
-            TABLES["table3"], REPO / "configs" / "demo.yaml", overrides=["train.stepz=3"]
+            TABLES["table3"],
+            REPO / "moss_tf" / "configs" / "demo.yaml",
+            overrides=["train.stepz=3"],
         )
 
 
 def test_table3_report_puts_each_row_beside_the_papers_numbers(tmp_path):
     plan = experiments.plan_table(
-        TABLES["table3"], REPO / "configs" / "demo.yaml", budget=0.01, runs_root=tmp_path
+        TABLES["table3"],
+        REPO / "moss_tf" / "configs" / "demo.yaml",
+        budget=0.01,
+        runs_root=tmp_path,
     )
     results = {
         planned.row.key: {

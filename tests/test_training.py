@@ -35,7 +35,7 @@ FAST = [
 
 
 def config(*overrides):
-    return load_config(REPO / "configs" / "demo.yaml", [*FAST, *overrides])
+    return load_config(REPO / "moss_tf" / "configs" / "demo.yaml", [*FAST, *overrides])
 
 
 def state_arrays(path):

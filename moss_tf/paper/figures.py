@@ -14,7 +14,12 @@ to TensorBoard::
 
     python -m moss_tf.paper.figures mixtures --run-dir runs/demo --output fig8
 
-Each command writes ``<output>.png`` and ``<output>.pdf``. Figures are drawn
+Before and after: photographs bundled with scikit-image, rained by this
+project's synthesis and derained by a preset (the README's figure)::
+
+    python -m moss_tf.paper.figures before-after --output docs/before_after   # a JPEG
+
+The other commands write ``<output>.png`` and ``<output>.pdf``. Figures are drawn
 with matplotlib's object API (no display, no pyplot state).
 """
 
@@ -34,23 +39,34 @@ from PIL import Image
 
 from moss_tf.errors import MossError
 
-__all__ = ["comparison_grid", "mixture_figure", "plot_table", "save_figure"]
+__all__ = [
+    "before_after_figure",
+    "comparison_grid",
+    "mixture_figure",
+    "plot_table",
+    "save_figure",
+]
 
 DEFAULT_ZOOM = (0.35, 0.35, 0.25, 0.25)
 """Inset region as fractions of the image: left, top, width, height."""
 _INSET_BOX = (0.52, 0.02, 0.46, 0.46)  # where the inset sits in a cell (axes fractions)
 _INSET_COLOR = "red"
+# Bundled photographs the shipped model never saw, and the rain put on them.
+BEFORE_AFTER_PHOTOS = ("rocket.jpg", "coffee.png", "chelsea.png")
+_BEFORE_AFTER_DENSITY = (0.004, 0.006)
 
 
 class FigureError(MossError):
     """A figure cannot be made; the message names the folder, file or value at fault."""
 
 
-def save_figure(figure: Figure, output: str | Path, dpi: int = 200) -> list[Path]:
-    """Write ``<output>.png`` and ``<output>.pdf``; returns both paths."""
+def save_figure(
+    figure: Figure, output: str | Path, dpi: int = 200, formats: tuple[str, ...] = ("png", "pdf")
+) -> list[Path]:
+    """Write ``<output>.<format>`` for each format (PNG and PDF); returns the paths."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    paths = [output.with_suffix(".png"), output.with_suffix(".pdf")]
+    paths = [output.with_suffix(f".{suffix}") for suffix in formats]
     for path in paths:
         figure.savefig(path, dpi=dpi, bbox_inches="tight")
     return paths
@@ -243,6 +259,37 @@ def plot_table(data: dict) -> Figure:
 # --------------------------------------------------------------------------- command line
 
 
+def before_after_figure(preset: str = "moss_release", seed: int = 0) -> Figure:
+    """Rows of rainy | derained for :data:`BEFORE_AFTER_PHOTOS` with ``realistic`` rain."""
+    import tensorflow as tf
+
+    from moss_tf.data.builtin import builtin_paths
+    from moss_tf.data.data_config import RainConfig
+    from moss_tf.data.images import read_image
+    from moss_tf.data.rain import RainSynthesizer
+    from moss_tf.infer.derain import Derainer
+
+    rain = RainConfig(preset="realistic", clean_probability=0.0, veil_probability=0.0)
+    rain.density = list(_BEFORE_AFTER_DENSITY)
+    synthesize = RainSynthesizer(rain)
+    derainer = Derainer.from_preset(preset)
+    rows = []
+    for index, path in enumerate(builtin_paths(list(BEFORE_AFTER_PHOTOS))):
+        clean = tf.constant(read_image(path), tf.float32) / 255.0
+        rainy = synthesize(clean, seed=[seed, index]).numpy()
+        rainy = np.round(np.clip(rainy, 0.0, 1.0) * 255.0).astype(np.uint8)
+        rows.append((rainy, derainer.derain(rainy)))
+    figure = Figure(figsize=(8.0, 2.9 * len(rows)), layout="constrained")
+    axes = figure.subplots(len(rows), 2, squeeze=False)
+    for row, images in enumerate(rows):
+        for column, (image, title) in enumerate(zip(images, ("rainy", preset), strict=True)):
+            axes[row, column].imshow(image)
+            axes[row, column].set_axis_off()
+            if row == 0:
+                axes[row, column].set_title(title)
+    return figure
+
+
 def _zoom_arg(text: str) -> tuple[float, float, float, float]:
     try:
         values = tuple(float(v) for v in text.split(","))
@@ -272,6 +319,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     mixtures = commands.add_parser("mixtures", help="Fig. 8: Eq. 9 mixtures of a semi run")
     mixtures.add_argument("--run-dir", required=True)
     mixtures.add_argument("--output", required=True, help="writes OUTPUT.png and OUTPUT.pdf")
+    before_after = commands.add_parser("before-after", help="rainy | derained, bundled photos")
+    before_after.add_argument("--preset", default="moss_release", help="model (moss_release)")
+    before_after.add_argument("--output", required=True, help="writes OUTPUT.jpg")
     return parser.parse_args(argv)
 
 
@@ -283,9 +333,14 @@ def main(argv=None) -> int:
         if args.command == "grid":
             methods = [parse_method_arg(text) for text in args.method]
             figure = comparison_grid(args.input, methods, args.truth, args.images, args.zoom)
+        elif args.command == "before-after":
+            figure = before_after_figure(args.preset)
         else:
             figure = mixture_figure(args.run_dir)
-        paths = save_figure(figure, args.output)
+        if args.command == "before-after":  # photographs: a JPEG, small enough for a README
+            paths = save_figure(figure, args.output, dpi=110, formats=("jpg",))
+        else:
+            paths = save_figure(figure, args.output)
     except MossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
