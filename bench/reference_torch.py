@@ -2,7 +2,7 @@
 
 ``python -m bench`` times this next to moss-tf, in the same run, to give
 ratios that hold on the day and machine they were measured. It is written
-from SPEC.md §1–2 (module and parameter names follow the released code, so a
+from docs/method.md §1–2 (module and parameter names follow the released code, so a
 released ``state_dict`` loads as it is) and checked against the released
 network's own outputs in ``../shared/fixtures`` by
 ``tests/test_bench_reference.py``. It is not part of ``moss_tf`` and needs
@@ -195,7 +195,7 @@ class PretrainStep:
 
 
 def total_variation(images):
-    """SPEC.md §2 L_TV: the mean squared vertical and horizontal differences, averaged."""
+    """docs/method.md §2 L_TV: the mean squared vertical and horizontal differences, averaged."""
     vertical = (images[:, :, 1:] - images[:, :, :-1]).square().mean()
     horizontal = (images[:, :, :, 1:] - images[:, :, :, :-1]).square().mean()
     return (vertical + horizontal) / 2

@@ -71,7 +71,7 @@ def _check(condition: bool, where: str, key: str, message: str) -> None:
 class ModelConfig(Section):
     """The network's hyper-parameters; keys equal ``MOSSNet`` arguments.
 
-    Official names (SPEC.md §1) in brackets: base_channels (ngf), channel_step
+    Official names (docs/method.md §1) in brackets: base_channels (ngf), channel_step
     (delta), num_stages (num_blocks), num_resampling_stages (num_scales),
     blocks_per_stage (num_layers), memory_items (kdim), memory_decay
     (moving_average_rate). ``inference_memory`` is the memory update at
@@ -212,7 +212,7 @@ class TrainConfig(Section):
 
 @dataclass
 class SemiConfig(Section):
-    """Stage ``semi`` (Algorithm 2) settings; SPEC.md §2."""
+    """Stage ``semi`` (Algorithm 2) settings; docs/method.md §2."""
 
     steps: int | None = None
     # Stage semi's starting learning rate; null: train.learning_rate.

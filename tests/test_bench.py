@@ -39,7 +39,7 @@ def conv_flops(side: int, kernel: int, in_channels: int, out_channels: int) -> i
 
 
 def analytic_conv_flops(net: MOSSNet, side: int) -> int:
-    """Conv2D FLOPs of MOSSNet on one side x side image, from SPEC.md §1 by hand."""
+    """Conv2D FLOPs of MOSSNet on one side x side image, from docs/method.md §1 by hand."""
 
     def block(b, side):
         side = side * 2 if b.upsample else side

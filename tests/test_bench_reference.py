@@ -1,4 +1,4 @@
-"""The benchmark's PyTorch reference is the released network (SPEC.md §6 test vectors).
+"""The benchmark's PyTorch reference is the released network (docs/method.md §6 test vectors).
 
 Skips without PyTorch (``pip install -e .[bench]``): the reference is only
 needed to time moss-tf against it.

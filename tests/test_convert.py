@@ -1,4 +1,4 @@
-"""The converter reproduces the authors' released network (SPEC.md §6 test vectors)."""
+"""The converter reproduces the authors' released network (docs/method.md §6 test vectors)."""
 
 from __future__ import annotations
 

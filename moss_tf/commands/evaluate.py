@@ -7,7 +7,7 @@ Test sets (PSNR / SSIM in the paper's and the community's conventions)::
     python evaluate.py --checkpoint runs/demo/semi/best.weights.h5 --test data/Rain100L
 
 Your own photos (any size and format; large ones in seamless tiles), with the
-shipped model (saved_models/release) unless --run-dir or --checkpoint names another::
+shipped preset moss_release unless --preset, --run-dir or --checkpoint names another::
 
     python evaluate.py --input my_photos/ --output derained/
     python evaluate.py --input rainy.jpg --output derained/ --run-dir runs/demo

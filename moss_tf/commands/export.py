@@ -46,7 +46,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "replaces them in TF Serving (it serves the highest version)",
     )
     parser.add_argument(
-        "--jit-compile", action="store_true", help="compile with XLA (slower on CPU; see README)"
+        "--jit-compile",
+        action="store_true",
+        help="compile with XLA (slower on CPU; docs/serving.md)",
     )
     add_verbose_argument(parser)
     return parser.parse_args(argv)

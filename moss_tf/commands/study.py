@@ -79,7 +79,7 @@ def _results(args: argparse.Namespace) -> None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m moss_tf.study",
-        description="User study of deraining methods on real rainy photos (SPEC.md §5).",
+        description="User study of deraining methods on real rainy photos (docs/method.md §5).",
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 

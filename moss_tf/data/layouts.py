@@ -252,7 +252,7 @@ def split_pairs(pairs: list[Pair], fraction: float, seed: int) -> tuple[list[Pai
 
 
 def _ddn_sirr_split(pairs: list[Pair]) -> dict[str, list[Pair]] | None:
-    """The DDN-SIRR test convention (SPEC.md §3): inputK, K <= 10 dense, K > 10 sparse."""
+    """The DDN-SIRR test convention (docs/method.md §3): inputK, K <= 10 dense, K > 10 sparse."""
     numbers = [re.fullmatch(r"input(\d+)", p.name) for p in pairs]
     if not all(numbers) or max(int(m.group(1)) for m in numbers) > 20:
         return None

@@ -1,6 +1,6 @@
 """The one place where image values change range at the model boundary.
 
-The network reads and writes images in [-1, 1] (SPEC.md §1: ``x / 127.5 - 1``
+The network reads and writes images in [-1, 1] (docs/method.md §1: ``x / 127.5 - 1``
 for uint8 ``x``). Files and metrics use uint8 [0, 255] or float [0, 1].
 Import these helpers instead of re-writing the arithmetic.
 """
@@ -37,7 +37,7 @@ def from_model_range(images) -> tf.Tensor:
     """Map model outputs in [-1, 1] to float32 [0, 1], clipped.
 
     Multiply by 255 for uint8 files; how to round (truncate as the released
-    code does, or round) is the metric's choice, see SPEC.md §4.
+    code does, or round) is the metric's choice, see docs/method.md §4.
     """
     images = tf.cast(tf.convert_to_tensor(images), tf.float32)
     return tf.clip_by_value((images + 1.0) * 0.5, 0.0, 1.0)

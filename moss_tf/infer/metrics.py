@@ -1,4 +1,4 @@
-"""PSNR and SSIM in the two conventions deraining papers report (SPEC.md §4).
+"""PSNR and SSIM in the two conventions deraining papers report (docs/method.md §4).
 
 Every metric here takes **uint8 images in [0, 255]**, shaped ``[H, W, 3]`` or
 ``[B, H, W, 3]``, and returns float64 (a float for one image, an array of
@@ -234,7 +234,7 @@ def ssim_y(a, b):
 
 
 def image_metrics(restored, clean, *, network_output: bool) -> dict[str, float | np.ndarray]:
-    """All four numbers of SPEC.md §4, each quantised as its convention's code does.
+    """All four numbers of docs/method.md §4, each quantised as its convention's code does.
 
     Args:
         restored: float ``[H, W, 3]`` or ``[B, H, W, 3]`` in [-1, 1]: a network

@@ -2,7 +2,7 @@
 
 :func:`evaluate` runs a :class:`~moss_tf.infer.derain.Derainer` over every image
 of every split and scores the derained outputs and the rainy inputs against
-the clean references in both conventions of SPEC.md §4 (see
+the clean references in both conventions of docs/method.md §4 (see
 :mod:`moss_tf.infer.metrics`): ``*_rgb`` is the paper's convention (RGB, truncated
 outputs, scikit-image SSIM), ``*_y`` the community's (MATLAB Y channel,
 rounded outputs, Gaussian SSIM). Split numbers are means over the split's

@@ -1,4 +1,4 @@
-"""The building blocks of the MOSS network (SPEC.md §1).
+"""The building blocks of the MOSS network (docs/method.md §1).
 
 - :class:`ResidualBlock`: conv3x3 -> LeakyReLU(0.02) -> conv3x3 plus a 1x1
   shortcut, with optional bilinear x2 upsampling first or 2x2 average pooling
@@ -21,7 +21,7 @@ from moss_tf.nn.defaults import MEMORY_MODES
 
 PACKAGE = "moss"
 
-# PyTorch defaults of the released network (SPEC.md §1).
+# PyTorch defaults of the released network (docs/method.md §1).
 _NORMALIZE_EPS = 1e-12
 _COUNT_EPS = 1e-6
 _BN_EPS = 1e-5

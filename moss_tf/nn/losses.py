@@ -1,4 +1,4 @@
-"""Loss terms of MOSS (SPEC.md §2). Images are float32 NHWC in [-1, 1]."""
+"""Loss terms of MOSS (docs/method.md §2). Images are float32 NHWC in [-1, 1]."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MOSSNet: the MOSS deraining network (SPEC.md §1, supplementary Tables 1-2).
+"""MOSSNet: the MOSS deraining network (docs/method.md §1, supplementary Tables 1-2).
 
 head -> encoder (stages f0..f4) -> memory (Eq. 3 update, Eq. 5 read) ->
 decoder with CBN fusion of the encoder features -> ``head - decoder`` skip ->

@@ -5,7 +5,7 @@ each run, the holdout PSNR (RGB; the ``labeled_style`` split when validated,
 else the mean over validation splits) and the memory
 scales (mean memory-item norm, largest batch-norm moving variance) against the
 step, with stage ``semi`` continuing where ``pretrain`` ended, and prints for
-each run the numbers of the README's stability criterion: the largest fall of
+each run the numbers of the stability criterion (docs/training.md): the largest fall of
 holdout PSNR below its best so far at the validations after ``--after`` (both
 the plotted PSNR and the mean over all splits), and the largest scales. It
 reads only the run directories' ``<stage>/logs`` (TensorFlow is not needed).
@@ -88,7 +88,7 @@ def largest_fall(psnr: np.ndarray, after: int) -> float:
 
 
 def stability_summary(curves: dict[str, np.ndarray], after: int) -> dict[str, float]:
-    """The README's stability numbers of one run's curves (NaN where a run has no data)."""
+    """The stability numbers of one run's curves (NaN where a run has no data; docs/training.md)."""
 
     def column(key):
         points = curves.get(key, np.zeros((0, 2)))

@@ -43,7 +43,7 @@ __all__ = ["Plan", "PlannedRow", "main", "plan_table", "run_plan", "scale_budget
 
 DONE_FILE = "done.json"
 RESULT_FILE = "result.json"
-# A semi step costs about 4.5 pretrain steps (README benchmarks: 0.581 s vs
+# A semi step costs about 4.5 pretrain steps (docs/benchmarks.md: 0.581 s vs
 # 0.130 s on the demo network); used for the time estimate until a semi stage
 # has been measured.
 SEMI_STEP_COST = 4.5

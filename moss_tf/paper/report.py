@@ -3,7 +3,7 @@
 Used by :mod:`moss_tf.paper.experiments`; the inputs are its :class:`Plan` and the
 ``result.json`` of every row (the output of :func:`moss_tf.infer.scoring.evaluate`).
 PSNR / SSIM are the paper's convention, PSNR-Y / SSIM-Y the community's
-(SPEC.md §4); the paper's numbers exist in its convention only.
+(docs/method.md §4); the paper's numbers exist in its convention only.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 numbers beside the paper's. Adding a table means adding a :class:`TableSpec`
 to :data:`TABLES`; no code per table.
 
-The paper's numbers use its convention (SPEC.md §4: RGB uint8, scikit-image
+The paper's numbers use its convention (docs/method.md §4: RGB uint8, scikit-image
 SSIM). Supplementary Table 3 reports the DDN-SIRR test set's ``dense``
 (``inputK``, K <= 10) and ``sparse`` (K > 10) halves; Tables 4 and 5 report
 the mean over all 20 test images, which :func:`moss_tf.infer.scoring.evaluate`
@@ -43,7 +43,7 @@ class Row:
             ``("pretrain", SUPERVISED)`` is the equal-budget control of
             stage ``semi`` (see :data:`SUPERVISED`).
         paper: the paper's numbers, split -> (PSNR, SSIM); empty when the
-            paper's number is not in SPEC.md or the supplementary material.
+            paper's number is not in docs/method.md or the supplementary material.
     """
 
     key: str
@@ -66,7 +66,7 @@ class TableSpec:
 
 
 PAPER_RAINY_INPUT: PaperScores = {"dense": (17.82, 0.787), "sparse": (23.93, 0.858)}
-"""The rainy inputs of the DDN-SIRR test set scored against the clean images (SPEC.md §4)."""
+"""The rainy inputs of the DDN-SIRR test set scored against the clean images (docs/method.md §4)."""
 
 _NO_MEMORY = "model.use_memory=false"
 _NO_SELF_TRAINING = "semi.self_training=false"
@@ -194,7 +194,7 @@ RAIN200H = TableSpec(
         ),
         Row("semi_40pct", "40% labeled + unlabeled (MOSS)", (_FORTY_PERCENT,)),
     ),
-    note="The paper's Rain200H numbers are in the main paper, which neither SPEC.md nor the "
+    note="The paper's Rain200H numbers are in the main paper, which neither docs/method.md nor the "
     "supplementary material here reproduces; the paper columns stay empty.",
 )
 

@@ -1,4 +1,4 @@
-"""The user study of the paper (SPEC.md §5, supplementary §C) as a tool.
+"""The user study of the paper (docs/method.md §5, supplementary §C) as a tool.
 
 Evaluators compare the results of several deraining methods on real rainy
 photos, where no ground truth exists: each visit shows 10 random groups (the

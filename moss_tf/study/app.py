@@ -1,4 +1,4 @@
-"""The voting page of a user study (SPEC.md §5), a Flask app over a :class:`VoteStore`.
+"""The voting page of a user study (docs/method.md §5), a Flask app over a :class:`VoteStore`.
 
 A visit is one evaluator: the start button draws ``groups_per_visit`` distinct
 random images and, per image, a random order of the methods; the visit is

@@ -1,4 +1,4 @@
-"""Scores of a user study: vote counts, selection percentage and rank-n (SPEC.md §5, Eq. 1).
+"""Scores of a user study: vote counts, selection percentage and rank-n (docs/method.md §5, Eq. 1).
 
 Definitions (all scores are percentages in [0, 100]):
 

@@ -1,6 +1,6 @@
 """A user study built from folders: the rainy originals and one result folder per method.
 
-Layout (SPEC.md §5)::
+Layout (docs/method.md §5)::
 
     originals/   rain_01.jpg  rain_02.jpg ...   the real rainy photos
     moss/        rain_01.png  rain_02.png ...   one folder per method,

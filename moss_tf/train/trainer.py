@@ -4,7 +4,7 @@ Stage ``pretrain`` (supplementary Algorithm 1)::
 
     L_SU = mean |f_theta(X_L) - Y_L|
 
-Stage ``semi`` (Algorithm 2, SPEC.md §2): pseudo-labels from the EMA target
+Stage ``semi`` (Algorithm 2, docs/method.md §2): pseudo-labels from the EMA target
 network (in inference mode with the released per-batch memory update, see
 :meth:`MOSSTrainer.copy_target`), Eq. (9) noisy mixtures built in the graph, and
 ``L_total = l1 * L_SU + l2 * L_UN + l3 * L_TV``; after every optimizer step
