@@ -5,6 +5,8 @@ their own width, so a test (or a browser) can tell which method is behind an
 anonymous label only by looking at the image, as an evaluator would.
 """
 
+import hashlib
+import io
 import json
 import re
 import socket
@@ -15,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -63,16 +66,29 @@ def study(tmp_path):
     return build_study(*make_folders(tmp_path))
 
 
-def start_visit(client):
-    """POST the start button; returns the visit token."""
-    response = client.post("/start")
-    assert response.status_code == 303
+def start_visit(client, address="10.0.0.1"):
+    """POST the start button from a client ``address``; returns the visit token."""
+    response = client.post("/start", environ_base={"REMOTE_ADDR": address})
+    assert response.status_code == 303, response.get_data(as_text=True)
     token = re.fullmatch(r"/v/([\w-]+)/0", response.headers["Location"]).group(1)
     return token
 
 
 def image_sources(html):
     return re.findall(r'<img src="([^"]+)"', html)
+
+
+def pixels(data_or_path):
+    """Decoded RGB pixels of image bytes or an image file."""
+    source = io.BytesIO(data_or_path) if isinstance(data_or_path, bytes) else data_or_path
+    with Image.open(source) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def cast(client, token, position, label):
+    """What a browser does: load the group's page, then post the choice."""
+    assert client.get(f"/v/{token}/{position}").status_code == 200
+    return client.post(f"/v/{token}/{position}", data={"choice": label})
 
 
 # --- building a study from folders ----------------------------------------------------------
@@ -161,20 +177,19 @@ def test_page_hides_method_identity_and_keeps_the_original_as_reference(tmp_path
         assert html.count('type="radio"') == 5  # the original is not a choice
 
         reference = client.get(sources[0])
-        assert reference.data == study.original(group.image).read_bytes()
+        np.testing.assert_array_equal(pixels(reference.data), pixels(study.original(group.image)))
         assert "Content-Disposition" not in reference.headers
-        served = [client.get(source).data for source in sources[1:]]
+        served = [pixels(client.get(source).data) for source in sources[1:]]
         # Each label shows the result of the method the store says, each method once.
-        assert served == [
-            study.result(method, group.image).read_bytes() for method in group.shown_order
-        ]
+        for image, method in zip(served, group.shown_order, strict=True):
+            np.testing.assert_array_equal(image, pixels(study.result(method, group.image)))
         assert sorted(group.shown_order) == sorted(METHODS)
 
 
 def test_method_order_is_shuffled_per_group_and_per_seed(tmp_path, study):
     def orders(db, seed):
         client = create_app(db, study, seed=seed).test_client()
-        tokens = [start_visit(client) for _ in range(3)]
+        tokens = [start_visit(client, f"10.0.0.{k}") for k in range(3)]
         store = VoteStore(db)
         return [group.shown_order for token in tokens for group in store.groups(token)]
 
@@ -199,6 +214,7 @@ def test_a_vote_without_a_valid_choice_is_refused(tmp_path, study):
     db = tmp_path / "votes.sqlite"
     client = create_app(db, study).test_client()
     token = start_visit(client)
+    client.get(f"/v/{token}/0")
     for form in [{}, {"choice": "F"}, {"choice": ""}, {"choice": "AB"}]:
         response = client.post(f"/v/{token}/0", data=form)
         assert response.status_code == 400
@@ -215,7 +231,7 @@ def test_votes_and_visits_survive_a_restart(tmp_path, study):
     groups = VoteStore(db).groups(token)
     picked = []
     for group in groups[:4]:
-        response = client.post(f"/v/{token}/{group.position}", data={"choice": "B"})
+        response = cast(client, token, group.position, "B")
         assert response.headers["Location"] == f"/v/{token}/{group.position + 1}"
         picked.append((group.image, group.shown_order[1]))
 
@@ -224,38 +240,41 @@ def test_votes_and_visits_survive_a_restart(tmp_path, study):
     html = client.get(f"/v/{token}/3").get_data(as_text=True)
     assert 'value="B" required checked>' in html  # the earlier choice is shown
     for group in groups[4:]:
-        response = client.post(f"/v/{token}/{group.position}", data={"choice": "D"})
+        response = cast(client, token, group.position, "D")
         picked.append((group.image, group.shown_order[3]))
     assert response.headers["Location"] == f"/v/{token}/done"
     assert "Your 10 choices are saved" in client.get(f"/v/{token}/done").get_data(as_text=True)
 
-    # A second visit is a new evaluator, with its own token.
-    second = start_visit(client)
+    # A second visit (from another address) is a new evaluator, with its own token.
+    second = start_visit(client, "10.0.0.2")
     assert second != token
-    client.post(f"/v/{second}/0", data={"choice": "A"})
-
+    cast(client, second, 0, "A")
     first_of_second = VoteStore(db).groups(second)[0]
-    picked.append((first_of_second.image, first_of_second.shown_order[0]))
 
+    # Every vote is stored; the results count the complete visit only and say so.
+    stored = [*picked, (first_of_second.image, first_of_second.shown_order[0])]
+    assert sorted(VoteStore(db).votes()) == sorted(stored)
     results = VoteStore(db).results()
-    assert results.total_votes == 11
-    assert results.evaluators == 2
-    assert sorted(VoteStore(db).votes()) == sorted(picked)
+    assert results.total_votes == 10
+    assert results.evaluators == 1
+    assert results.incomplete_visits == 1
 
 
 def test_the_database_stores_no_personal_data(tmp_path, study):
     db = tmp_path / "votes.sqlite"
     client = create_app(db, study).test_client()
-    token = start_visit(client)
-    client.post(
-        f"/v/{token}/0",
-        data={"choice": "A"},
-        headers={"User-Agent": "SecretBrowser/1.0"},
-        environ_base={"REMOTE_ADDR": "10.9.8.7"},
-    )
+    environ = {"REMOTE_ADDR": "10.9.8.7"}
+    headers = {"User-Agent": "SecretBrowser/1.0"}
+    token = start_visit(client, "10.9.8.7")
+    client.get(f"/v/{token}/0", headers=headers, environ_base=environ)
+    client.post(f"/v/{token}/0", data={"choice": "A"}, headers=headers, environ_base=environ)
+    assert len(VoteStore(db).votes()) == 1
     raw = db.read_bytes()
     assert b"SecretBrowser" not in raw
     assert b"10.9.8.7" not in raw
+    # The client is kept as a keyed hash, not a plain hash anyone could recompute.
+    assert hashlib.sha256(b"10.9.8.7").hexdigest()[:32].encode() not in raw
+    assert VoteStore(db).client_id("10.9.8.7").encode() in raw
 
 
 def test_a_database_of_another_study_is_refused(tmp_path, study):
@@ -282,19 +301,18 @@ def test_server_refuses_a_busy_port(tmp_path, study):
 # --- command line ------------------------------------------------------------------------------
 
 
-def vote_all(client, db, choose):
+def vote_all(client, db, choose, address="10.0.0.1"):
     """One full visit; ``choose(group)`` returns the method to vote for."""
-    token = start_visit(client)
+    token = start_visit(client, address)
     for group in VoteStore(db).groups(token):
-        label = "ABCDE"[group.shown_order.index(choose(group))]
-        client.post(f"/v/{token}/{group.position}", data={"choice": label})
+        cast(client, token, group.position, "ABCDE"[group.shown_order.index(choose(group))])
 
 
 def test_results_command_prints_the_table_and_writes_csv_json_plots(tmp_path, study, capsys):
     db = tmp_path / "votes.sqlite"
     client = create_app(db, study, seed=5).test_client()
     vote_all(client, db, lambda group: "moss")
-    vote_all(client, db, lambda group: "moss" if group.position < 5 else "jorder")
+    vote_all(client, db, lambda group: "moss" if group.position < 5 else "jorder", "10.0.0.2")
 
     out = tmp_path / "out"
     args = ["results", "--db", str(db), "--csv", str(tmp_path / "r.csv")]
@@ -302,6 +320,7 @@ def test_results_command_prints_the_table_and_writes_csv_json_plots(tmp_path, st
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "evaluators: 2   votes: 20" in printed
+    assert "left out: 0 visits over the cap of 1 per client, 0 incomplete visits" in printed
     moss = next(line for line in printed.splitlines() if line.startswith("moss"))
     assert moss.split()[:3] == ["moss", "15", "75.00"]
     data = json.loads((tmp_path / "r.json").read_text())

@@ -9,12 +9,12 @@ percentage per method and the rank-n scores of Eq. (1).
 Command line::
 
     python -m moss_tf.study serve --originals real/ --method moss=out/moss \\
-        --method jorder=out/jorder --db votes.sqlite
+        --method jorder=out/jorder --db votes.sqlite [--host 0.0.0.0] [--trust-proxy]
     python -m moss_tf.study results --db votes.sqlite --csv r.csv --json r.json --plots plots/
 
 Modules: ``study`` (folders -> :class:`Study`), ``store`` (SQLite votes),
-``app`` (the Flask voting page), ``scores`` (Eq. 1 and the tallies),
-``plots`` (the paper's Fig. 2-4).
+``app`` (the Flask voting page), ``images`` (every image re-encoded alike),
+``scores`` (Eq. 1 and the tallies), ``plots`` (the paper's Fig. 2-4).
 """
 
 from moss_tf.study.app import create_app, draw_visit, make_study_server

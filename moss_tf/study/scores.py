@@ -2,9 +2,12 @@
 
 Definitions (all scores are percentages in [0, 100]):
 
-* **Selection percentage** of method i: the share of all votes cast that
-  picked method i. Every vote weighs the same, so evaluators who stopped
-  early still count for the groups they voted on.
+* **Counted visits**: a visit counts only when it voted on every group it was
+  shown, and only the first ``visits_per_client`` visits of one client count
+  (the server refuses more; a lower cap can be applied afterwards). The
+  others are left out of every score, and the results say how many.
+* **Selection percentage** of method i: the share of the counted votes that
+  picked method i. Every vote weighs the same.
 * **Rank-n score** (Eq. 1): ``R_i^n = (1/N) Σ_j 1(i ∈ top_n(x_j))``, the share
   of images whose n most-selected methods include method i. N counts the
   images that received at least one vote (an image no evaluator was shown
@@ -134,13 +137,19 @@ class StudyResults:
         methods: method names (order of every table, file and plot).
         images: image stems.
         counts: int64 ``(images, methods)`` vote counts.
-        evaluators: number of visits that cast at least one vote.
+        evaluators: number of visits counted.
+        over_cap_visits: visits left out as over the cap of ``visits_per_client``.
+        incomplete_visits: visits left out for a group without a vote.
+        visits_per_client: the cap applied (None: not applied).
     """
 
     methods: tuple[str, ...]
     images: tuple[str, ...]
     counts: np.ndarray
     evaluators: int
+    over_cap_visits: int = 0
+    incomplete_visits: int = 0
+    visits_per_client: int | None = None
 
     @property
     def total_votes(self) -> int:
@@ -179,6 +188,11 @@ class StudyResults:
         """Everything as JSON-compatible values, including the per-image counts."""
         return {
             "evaluators": self.evaluators,
+            "left_out": {
+                "over_cap_visits": self.over_cap_visits,
+                "incomplete_visits": self.incomplete_visits,
+                "visits_per_client": self.visits_per_client,
+            },
             "total_votes": self.total_votes,
             "images": len(self.images),
             "images_with_votes": self.images_with_votes,
@@ -188,7 +202,8 @@ class StudyResults:
                 for j, image in enumerate(self.images)
             },
             "definitions": {
-                "selection_pct": "share of all votes that picked the method",
+                "evaluators": "complete visits within the cap of visits per client",
+                "selection_pct": "share of the counted votes that picked the method",
                 "rank_n_pct": (
                     "Eq. (1): share of the images with votes whose n most-selected methods "
                     "include the method; methods tied at the n-th place all count, a method "
@@ -208,6 +223,14 @@ class StudyResults:
             writer.writeheader()
             writer.writerows(rows)
 
+    def left_out_line(self) -> str:
+        """How many visits the scores leave out, and why."""
+        cap = "" if self.visits_per_client is None else f" of {self.visits_per_client}"
+        return (
+            f"left out: {self.over_cap_visits} visits over the cap{cap} per client, "
+            f"{self.incomplete_visits} incomplete visits"
+        )
+
     def format_table(self) -> str:
         """A plain-text table for the terminal, scores in percent."""
         num_methods = len(self.methods)
@@ -217,6 +240,7 @@ class StudyResults:
         lines = [
             f"evaluators: {self.evaluators}   votes: {self.total_votes}   "
             f"images with votes: N = {self.images_with_votes} of {len(self.images)}",
+            self.left_out_line(),
         ]
         body = [
             [row["method"], str(row["votes"])]

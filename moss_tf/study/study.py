@@ -28,8 +28,8 @@ from moss_tf.errors import MossError
 
 __all__ = ["IMAGE_SUFFIXES", "Study", "StudyError", "build_study", "parse_method_arg"]
 
-# Formats every current browser displays, so files are served as they are,
-# never re-encoded (re-encoding could change what evaluators judge).
+# Formats Pillow decodes; every file is served re-encoded as a lossless PNG of
+# its decoded pixels (moss_tf.study.images), so the format tells no method.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 
 
