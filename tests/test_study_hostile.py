@@ -29,8 +29,8 @@ from PIL import Image, ImageCms
 from PIL.PngImagePlugin import PngInfo
 from test_study_app import METHODS, WIDTHS, cast, make_folders, pixels, start_visit
 
+from moss_tf.commands.study import main
 from moss_tf.study import VoteStore, build_study, create_app, make_study_server
-from moss_tf.study.__main__ import main
 from moss_tf.study.app import MAX_REQUEST_BYTES
 
 
