@@ -25,7 +25,6 @@ __version__ = "0.1.0"
 _LAZY = {
     "Derainer": "moss_tf.infer.derain",
     "MOSSNet": "moss_tf.nn.network",
-    "load_preset": "moss_tf.nn.presets",
     "preset_names": "moss_tf.nn.presets",
 }
 
@@ -36,4 +35,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["Derainer", "MOSSNet", "__version__", "load_preset", "preset_names"]
+__all__ = ["Derainer", "MOSSNet", "__version__", "preset_names"]

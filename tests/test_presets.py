@@ -17,7 +17,7 @@ from moss_tf.config import ModelConfig
 from moss_tf.errors import CheckpointError, MossError
 from moss_tf.nn.convert import OFFICIAL_NAMES, model_kwargs_from_official
 from moss_tf.nn.defaults import network_defaults
-from moss_tf.nn.presets import load_preset, preset_names, save_preset
+from moss_tf.nn.presets import preset_names, save_preset
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_a_preset_folder_round_trips_the_network(tiny_preset):
     images = np.random.default_rng(1).uniform(-1, 1, (1, 24, 32, 3)).astype("float32")
     np.testing.assert_array_equal(again(images).numpy(), net(images).numpy())
     assert again.inference_memory == "frozen"
-    assert load_preset(folder, inference_memory="per_image").inference_memory == "per_image"
+    assert MOSSNet.from_preset(folder, inference_memory="per_image").inference_memory == "per_image"
 
 
 def test_the_shipped_preset_is_listed_and_a_wrong_name_is_named():

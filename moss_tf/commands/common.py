@@ -221,11 +221,12 @@ def load_trained_network(args: argparse.Namespace, cfg):
     Returns:
         ``(network, source)``: a built MOSSNet and the path it came from.
     """
-    from moss_tf.nn.presets import load_preset, preset_dir
+    from moss_tf.nn.network import MOSSNet
+    from moss_tf.nn.presets import preset_dir
     from moss_tf.train.checkpoints import load_network
 
     if args.preset:
-        network, source = load_preset(args.preset), preset_dir(args.preset)
+        network, source = MOSSNet.from_preset(args.preset), preset_dir(args.preset)
     elif args.checkpoint:
         network, _ = load_network(checkpoint=args.checkpoint, config_path=args.config)
         source = Path(args.checkpoint)

@@ -233,9 +233,9 @@ class Derainer:
 
             derained = Derainer.from_preset("moss_release").derain("rainy.jpg")
         """
-        from moss_tf.nn.presets import load_preset
+        from moss_tf.nn.network import MOSSNet
 
-        return cls(load_preset(preset), **kwargs)
+        return cls(MOSSNet.from_preset(preset), **kwargs)
 
     def derain(self, image: str | Path | Image.Image | np.ndarray) -> np.ndarray:
         """Derain one photo of any size, as the command line does.

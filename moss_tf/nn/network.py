@@ -15,8 +15,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from moss_tf.errors import CheckpointError
 from moss_tf.nn.defaults import network_defaults
 from moss_tf.nn.layers import PACKAGE, CBNFusion, MemoryBank, ResidualBlock
+from moss_tf.nn.presets import read_preset
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -140,11 +142,19 @@ class MOSSNet(keras.Model):
         """A trained network from a shipped preset (by name) or a preset folder (by path).
 
         ``overrides`` change constructor arguments that keep the weights' shapes,
-        e.g. ``inference_memory="frozen"`` (:func:`moss_tf.nn.presets.load_preset`).
-        """
-        from moss_tf.nn.presets import load_preset
+        e.g. ``inference_memory="frozen"``. The presets: :mod:`moss_tf.nn.presets`.
 
-        return load_preset(preset, **overrides)
+        Raises:
+            CheckpointError: no such preset, or weights that do not fit its config.
+        """
+        config, weights = read_preset(preset)
+        network = cls(**{**config, **overrides})
+        network.build()
+        try:
+            network.load_weights(weights)
+        except (ValueError, OSError) as err:
+            raise CheckpointError(f"{weights}: does not fit the preset's config ({err})") from None
+        return network
 
     def with_inference_memory(self, mode):
         """This network if its ``inference_memory`` is ``mode``, else a copy in that mode.

@@ -8,7 +8,8 @@ A preset folder holds::
 
 The presets that ship inside the package live in ``moss_tf/presets/``;
 ``MOSSNet.from_preset("moss_release")`` loads one by name, and any folder of
-this layout loads by path. :func:`save_preset` writes one.
+this layout loads by path; :func:`save_preset` writes one. Nothing here
+imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from pathlib import Path
 from moss_tf.errors import CheckpointError
 from moss_tf.nn.defaults import network_defaults
 
-__all__ = ["SHIPPED_PRESETS", "load_preset", "preset_dir", "preset_names", "save_preset"]
+__all__ = [
+    "SHIPPED_PRESETS",
+    "preset_dir",
+    "preset_names",
+    "read_metadata",
+    "read_preset",
+    "save_preset",
+]
 
 SHIPPED_PRESETS = Path(__file__).resolve().parents[1] / "presets"
 CONFIG_FILE = "config.json"
@@ -54,27 +62,17 @@ def read_metadata(preset: str | Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def load_preset(preset: str | Path = "moss_release", **overrides):
-    """A built :class:`~moss_tf.nn.network.MOSSNet` with the preset's weights.
+def read_preset(preset: str | Path) -> tuple[dict, Path]:
+    """``(constructor arguments, weights file)`` of a preset; builds nothing.
 
-    ``overrides`` replace constructor arguments that do not change the
-    weights' shapes, e.g. ``inference_memory="frozen"``.
+    :meth:`MOSSNet.from_preset <moss_tf.nn.network.MOSSNet.from_preset>` builds
+    the network from them.
     """
-    from moss_tf.nn.network import MOSSNet
-
     folder = preset_dir(preset)
     spec = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    if spec.get("class_name") != "MOSSNet":
-        raise CheckpointError(f"{folder / CONFIG_FILE}: not a MOSSNet preset ({spec!r:.80})")
-    network = MOSSNet(**{**spec["config"], **overrides})
-    network.build()
-    try:
-        network.load_weights(folder / WEIGHTS_FILE)
-    except (ValueError, OSError) as err:
-        raise CheckpointError(
-            f"{folder / WEIGHTS_FILE}: does not fit {CONFIG_FILE} ({err})"
-        ) from None
-    return network
+    if spec.get("class_name") != "MOSSNet" or not isinstance(spec.get("config"), dict):
+        raise CheckpointError(f"{folder / CONFIG_FILE}: not a MOSSNet preset")
+    return spec["config"], folder / WEIGHTS_FILE
 
 
 def save_preset(network, folder: str | Path, metadata: dict | None = None) -> Path:
