@@ -49,22 +49,26 @@ start is printed for that reason.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
-import os
-import platform
-import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 
 from bench import convolutions, memory_modes
-from bench._worker import RESULT_PREFIX
+from bench.common import (
+    PAPER_TIMEOUT_S,
+    REPO,
+    Measurement,
+    counted_gflop,
+    describe_machine,
+    failure_cell,
+    fmt,
+    machine_info,
+    markdown_table,
+    run_measurements,
+)
 
-REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 INFERENCE_SIZES = (256, 512, 1024)
@@ -78,21 +82,6 @@ SECTIONS = (
     "memory",
     "convolutions",
 )
-WORKER_TIMEOUT_S = 900
-#: A paper-setting step (32 × 256²) takes minutes on a CPU; a semi step and its warm-up far more.
-PAPER_TIMEOUT_S = 7200
-
-
-@dataclass
-class Measurement:
-    """One worker run: ``python -m bench._worker KIND PARAMS``."""
-
-    key: str  # names the result in --json and in the tables
-    kind: str  # "inference", "training" or "pipeline"
-    params: dict
-    title: str  # what the progress line says
-    result: dict = field(default_factory=dict)
-    timeout_s: float = WORKER_TIMEOUT_S
 
 
 def parse_args(argv=None):
@@ -266,150 +255,9 @@ def _pipeline_plan(args, seconds: float) -> list[Measurement]:
     return found
 
 
-def run_worker(measurement: Measurement) -> dict:
-    """Run one measurement in a child process; its result, or ``{"error": ...}``."""
-    command = [
-        sys.executable,
-        "-m",
-        "bench._worker",
-        measurement.kind,
-        json.dumps(measurement.params),
-    ]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    start = time.perf_counter()
-    try:
-        done = subprocess.run(
-            command,
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=measurement.timeout_s,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        timeout = measurement.timeout_s
-        return {"error": f"no result after {timeout:.0f} s", "wall_s": timeout}
-    wall = time.perf_counter() - start
-    lines = [line for line in done.stdout.splitlines() if line.startswith(RESULT_PREFIX)]
-    if done.returncode != 0 or not lines:
-        # A negative code is the signal that ended it (e.g. -9: killed, often out of memory).
-        tail = "\n".join(done.stderr.strip().splitlines()[-8:])
-        return {"error": f"exit code {done.returncode}\n{tail}", "wall_s": wall}
-    return {**json.loads(lines[-1][len(RESULT_PREFIX) :]), "wall_s": wall}
-
-
-# ---------------------------------------------------------------- the machine
-
-
-def machine_info() -> dict:
-    """What the figures depend on: CPU, cores, memory, versions, date, load."""
-    cpu = platform.processor() or platform.machine()
-    memory_gb = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                memory_gb = int(line.split()[1]) / 2**20  # kB -> GiB
-                break
-    except OSError:  # not Linux
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gib": memory_gb,
-        "python": platform.python_version(),
-        "tensorflow": metadata.version("tensorflow"),
-        "keras": metadata.version("keras"),
-        "date": datetime.datetime.now().astimezone().isoformat(timespec="minutes"),
-        "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-    }
-
-
-def describe_machine(info: dict, threads: int | None) -> str:
-    """One line naming the machine, as the README table cites it."""
-    memory = f", {info['memory_gib']:.0f} GiB RAM" if info.get("memory_gib") else ""
-    thread_note = (
-        f"{threads} thread{'s' if threads > 1 else ''} for TensorFlow (and PyTorch)"
-        if threads
-        else "TensorFlow's default threads"
-    )
-    return (
-        f"{info['cpu']}, {info['cores']} cores{memory}; {thread_note}; "
-        f"TensorFlow {info['tensorflow']}, Keras {info['keras']}, Python {info['python']}; "
-        f"{info['date']}"
-    )
-
-
-# ---------------------------------------------------------------- tables
-
-
-def markdown_table(header: list[str], rows: list[list[str]], align: str = "") -> str:
-    """A GitHub markdown table, columns padded to line up in a terminal too.
-
-    Args:
-        header: the column titles.
-        rows: the cells, as strings; each row as long as ``header``.
-        align: one letter per column, ``l`` (text) or ``r`` (numbers).
-            Default: the first column left, the others right.
-    """
-    align = align or "l" + "r" * (len(header) - 1)
-    if len(align) != len(header) or set(align) - {"l", "r"}:
-        raise ValueError(f"align={align!r} needs one 'l' or 'r' per column ({len(header)})")
-    for row in rows:
-        if len(row) != len(header):
-            raise ValueError(f"row {row} has {len(row)} cells, the header {len(header)}")
-    columns = zip(header, *rows, strict=True)
-    widths = [max(3, *(len(cell) for cell in column)) for column in columns]  # "---" at least
-
-    def line(cells):
-        padded = [
-            cell.ljust(width) if side == "l" else cell.rjust(width)
-            for cell, width, side in zip(cells, widths, align, strict=True)
-        ]
-        return "| " + " | ".join(padded) + " |"
-
-    rule = [
-        ":" + "-" * (width + 1) if side == "l" else "-" * (width + 1) + ":"
-        for width, side in zip(widths, align, strict=True)
-    ]
-    return "\n".join([line(header), "|" + "|".join(rule) + "|", *(line(row) for row in rows)])
-
-
-def _gflop(counts: dict) -> float:
-    return sum(counts.values()) / 1e9
-
-
-def _fmt(value, digits: int | None = None) -> str:
-    """A figure for a table: ``digits`` decimals, or three significant digits by default.
-
-    Large values keep all their integer digits with thousands separators
-    (``8,009``); a missing value is an en dash.
-    """
-    if value is None:
-        return "–"
-    if value == 0:
-        return "0"
-    if digits is None:
-        magnitude = abs(value)
-        digits = 0 if magnitude >= 100 else 1 if magnitude >= 10 else 2 if magnitude >= 1 else 3
-        if 0 < magnitude < 0.01:
-            return f"{value:.2g}"
-    return f"{value:,.{digits}f}"
-
-
-def _failed(result: dict) -> str:
-    if "error" in result:
-        return "failed: " + result["error"].splitlines()[0]
-    return "not run"
-
-
 def inference_rows(keras: dict, saved: dict) -> list[list[str]]:
     """Rows of the inference table: one per image size measured."""
-    flops = {row["size"]: _gflop(row["flops"]) for row in keras.get("forward_flops", [])}
+    flops = {row["size"]: counted_gflop(row["flops"]) for row in keras.get("forward_flops", [])}
     latency = {
         name: {row["size"]: row for row in result.get("latency", [])}
         for name, result in (("keras", keras), ("savedmodel", saved))
@@ -417,14 +265,14 @@ def inference_rows(keras: dict, saved: dict) -> list[list[str]]:
     rows = []
     for size in INFERENCE_SIZES:
         gflop = flops.get(size)
-        cells = [f"{size} × {size}", _fmt(gflop, 1)]
+        cells = [f"{size} × {size}", fmt(gflop, 1)]
         seconds = [latency[name].get(size, {}).get("median_s") for name in latency]
         if gflop is None and not any(seconds):
             continue
-        cells += [_fmt(s) for s in seconds]
-        cells += [_fmt(gflop / s, 0) if s and gflop else "–" for s in seconds]
+        cells += [fmt(s) for s in seconds]
+        cells += [fmt(gflop / s, 0) if s and gflop else "–" for s in seconds]
         peaks = [latency[name].get(size, {}).get("peak_rss_mb") for name in latency]
-        cells.append(" / ".join(_fmt(p, 0) for p in peaks))
+        cells.append(" / ".join(fmt(p, 0) for p in peaks))
         rows.append(cells)
     return rows
 
@@ -473,21 +321,21 @@ def training_rows(measurements: list[Measurement]) -> list[list[str]]:
         stage = ", ".join([stage, *m.params.get("overrides", [])])
         r = m.result
         if "seconds_per_step" not in r:
-            rows.append([SETTING_NAMES[setting], stage, "", _failed(r), "", "", "", "", ""])
+            rows.append([SETTING_NAMES[setting], stage, "", failure_cell(r), "", "", "", "", ""])
             continue
         seconds = r["seconds_per_step"]
-        gflop = _gflop(r["step_flops"])
+        gflop = counted_gflop(r["step_flops"])
         rows.append(
             [
                 SETTING_NAMES[setting],
                 stage,
                 f"{r['batch_size']} × {r['crop_size']}²",
-                _fmt(seconds),
-                _fmt(1 / seconds),
-                _fmt(crops_per_step(r) / seconds),
-                _fmt(gflop),
-                _fmt(gflop / seconds, 0),
-                _fmt(r["peak_rss_mb"], 0),
+                fmt(seconds),
+                fmt(1 / seconds),
+                fmt(crops_per_step(r) / seconds),
+                fmt(gflop),
+                fmt(gflop / seconds, 0),
+                fmt(r["peak_rss_mb"], 0),
             ]
         )
     return rows
@@ -520,7 +368,7 @@ def pipeline_rows(measurements: list[Measurement]) -> list[list[str]]:
         name = m.key.split("/")[1]
         r = m.result
         if "labeled_crops_per_s" not in r:
-            reason = f"skipped: {r['skipped']}" if "skipped" in r else _failed(r)
+            reason = f"skipped: {r['skipped']}" if "skipped" in r else failure_cell(r)
             rows.append([Path(m.params["config"]).name, "", reason, "", "", "", "", ""])
             continue
         ratios = []
@@ -531,7 +379,7 @@ def pipeline_rows(measurements: list[Measurement]) -> list[list[str]]:
             trained = by_key.get(f"training/{pipeline_feeds(name)}/{stage}", {})
             if "seconds_per_step" in trained:
                 needed = crops_per_step(trained) / trained["seconds_per_step"]
-                ratios.append(_fmt(delivered / needed, 0) + "×")
+                ratios.append(fmt(delivered / needed, 0) + "×")
             else:
                 ratios.append("–")
         source = Path(r["config"]).name
@@ -541,18 +389,18 @@ def pipeline_rows(measurements: list[Measurement]) -> list[list[str]]:
             [
                 source,
                 f"{r['batch_size']} × {r['crop_size']}²",
-                _fmt(r["labeled_crops_per_s"], 0),
-                _fmt(r["semi_crops_per_s"], 0),
+                fmt(r["labeled_crops_per_s"], 0),
+                fmt(r["semi_crops_per_s"], 0),
                 *ratios,
-                _fmt(r["build_s"], 1),
-                _fmt(r["peak_rss_mb"], 0),
+                fmt(r["build_s"], 1),
+                fmt(r["peak_rss_mb"], 0),
             ]
         )
     return rows
 
 
 def cores_used(measurements: list[Measurement]) -> list[float]:
-    """Cores each timed section kept busy (see :class:`bench._worker.CoresUsed`)."""
+    """Cores each timed section kept busy (see :class:`bench.worker_tools.CoresUsed`)."""
     found = []
     for m in measurements:
         rows = [*m.result.get("latency", []), m.result]
@@ -580,8 +428,8 @@ def notes(measurements: list[Measurement], info: dict, args) -> list[str]:
         lines.append(scoring_note(scored))
     reference = by_key.get("training/demo/pretrain", {})
     if "step_flops" in reference:
-        forward = _gflop(reference["forward_flops_per_crop"]) * reference["batch_size"]
-        ratio = _gflop(reference["step_flops"]) / forward
+        forward = counted_gflop(reference["forward_flops_per_crop"]) * reference["batch_size"]
+        ratio = counted_gflop(reference["step_flops"]) / forward
         lines.append(
             "FLOPs are counted by TensorFlow's profiler on the timed graphs (a multiply-add "
             "is 2 FLOPs; resize, LeakyReLU, sigmoid, tanh count 0, <2 % of the work). "
@@ -666,12 +514,9 @@ def report(measurements: list[Measurement], info: dict, args, side_by_side: str 
 # ---------------------------------------------------------------- main
 
 
-def _progress(measurement: Measurement) -> str:
+def describe(measurement: Measurement) -> str:
+    """A progress line's figures for a measurement of any section that ran."""
     r = measurement.result
-    if "error" in r:
-        return f"FAILED ({r['error']})"
-    if "skipped" in r:
-        return f"skipped: {r['skipped']}"
     if measurement.kind in memory_modes.WORKERS:
         return memory_modes.progress(r)
     if measurement.kind in convolutions.WORKERS:
@@ -693,37 +538,6 @@ def _progress(measurement: Measurement) -> str:
         f"{r['labeled_crops_per_s']:.0f} crops/s labeled, {r['semi_crops_per_s']:.0f} crops/s "
         f"both streams ({r['cores_used']:.1f} cores)"
     )
-
-
-def run_measurements(measurements: list[Measurement]) -> None:
-    """Run each measurement's worker in turn (its ``result`` filled in), a progress line each."""
-    for i, m in enumerate(measurements, 1):
-        print(f"[{i}/{len(measurements)}] {m.title} ...", end=" ", flush=True)
-        m.result = run_worker(m)
-        print(f"{_progress(m)}  [{m.result['wall_s']:.0f} s]", flush=True)
-
-
-def section_parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    """The command-line parser of a section's own command, with its ``--threads``."""
-    parser = argparse.ArgumentParser(
-        prog=prog, description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--threads", type=int, help="TensorFlow CPU threads (default: all)")
-    return parser
-
-
-def run_section(name: str, measurements: list[Measurement], report_section, args, command) -> int:
-    """A section's own command (``python -m bench.memory_modes``, ...): machine, progress, table.
-
-    ``report_section(measurements)`` gives the section's markdown; ``command``
-    is the command line it names. Returns 1 if a measurement failed, else 0.
-    """
-    info = machine_info()
-    print(f"moss-tf benchmark ({name}) on {describe_machine(info, args.threads)}")
-    run_measurements(measurements)
-    print(f"\nMachine: {describe_machine(info, args.threads)}. Command: `{command}`.\n")
-    print(report_section(measurements), end="")
-    return 1 if any("error" in m.result for m in measurements) else 0
 
 
 def run_side_by_side(args) -> tuple[str, list]:
@@ -752,7 +566,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     section, rounds = run_side_by_side(args) if "side-by-side" in args.only else ("", [])
     measurements = plan(args, args.inference_sizes if rounds else ())
-    run_measurements(measurements)
+    run_measurements(measurements, describe)
     total = time.perf_counter() - started
     text = report(measurements, info, args, section)
     print(f"\nAll measurements took {total:.0f} s.\n")

@@ -35,6 +35,17 @@ import sys
 from collections import Counter
 from dataclasses import dataclass
 
+from bench.common import (
+    PAPER_TIMEOUT_S,
+    Measurement,
+    failure_cell,
+    fmt,
+    markdown_table,
+    run_section,
+    section_parser,
+)
+from bench.side_by_side import training_settings
+
 #: The op types listed: forward convolution, its input gradient, its filter gradient.
 CONV_TYPES = ("Conv2D", "Conv2DBackpropInput", "Conv2DBackpropFilter")
 _ATTRS = ("strides", "padding", "explicit_paddings", "dilations", "data_format")
@@ -132,11 +143,11 @@ def convolutions(
     released network) or a training stage (``trainer.train_step`` built from
     ``config`` plus ``overrides`` on a fixed synthetic batch).
     """
-    from bench._worker import _setup_tensorflow, call_timings, max_rss_mb
     from bench.flops import function_flops
     from bench.side_by_side_workers import matmul_gflops
+    from bench.worker_tools import call_timings, max_rss_mb, setup_tensorflow
 
-    tf = _setup_tensorflow(threads)
+    tf = setup_tensorflow(threads)
     whole, inputs, setting = _whole_graph(tf, stage, config, overrides or [], side)
     traced = whole.get_concrete_function(*inputs)
     graph_flops = sum(function_flops(traced).values())
@@ -183,7 +194,7 @@ def _whole_graph(tf, stage, config, overrides, side):
         net.build()
         image = tf.random.stateless_uniform([1, side, side, 3], (side, 0), -1.0, 1.0)
         return tf.function(lambda x: net(x, training=False)), (image,), f"one {side}² image"
-    from bench._worker import compiled_train_step
+    from bench.worker_tools import compiled_train_step
 
     cfg, _, step, batch = compiled_train_step(tf, config, stage, overrides)
     setting = f"{stage} step, {cfg.train.batch_size} × {cfg.train.crop_size}²"
@@ -197,10 +208,8 @@ WORKERS = {"convolutions": convolutions}
 
 
 def plan(paper: bool, threads: int | None = None, paper_semi_batch: int = 4) -> list:
-    """The rows, as :class:`bench.__main__.Measurement` objects: the side-by-side table's
+    """The rows, as :class:`bench.common.Measurement` objects: the side-by-side table's
     settings (:func:`bench.side_by_side.training_settings`); ``paper`` adds 32 × 256²."""
-    from bench.__main__ import PAPER_TIMEOUT_S, Measurement
-    from bench.side_by_side import training_settings
 
     found = [
         Measurement(
@@ -268,24 +277,22 @@ HEADER = [
 
 def rows(measurements: list) -> list[list[str]]:
     """One table row per measurement of this section."""
-    from bench.__main__ import _failed, _fmt
-
     found = []
     for m in measurements:
         if m.kind != "convolutions":
             continue
         r = m.result
         if "whole_s" not in r:
-            found.append([m.title, _failed(r), "", "", "", "", ""])
+            found.append([m.title, failure_cell(r), "", "", "", "", ""])
             continue
         shares = shares_of_peak(r)
         by_type = " / ".join(f"{shares[t]:.0%}" for t in CONV_TYPES if t in shares)
         found.append(
             [
                 r["setting"],
-                _fmt(r["graph_flops"] / 1e9, 1),
-                _fmt(r["whole_s"]),
-                _fmt(alone_seconds(r)),
+                fmt(r["graph_flops"] / 1e9, 1),
+                fmt(r["whole_s"]),
+                fmt(alone_seconds(r)),
                 f"{shares['whole']:.0%}",
                 f"{shares['ceiling']:.0%}",
                 by_type,
@@ -296,8 +303,6 @@ def rows(measurements: list) -> list[list[str]]:
 
 def report_section(measurements: list) -> str:
     """The table as markdown ('' when none of these measurements ran)."""
-    from bench.__main__ import markdown_table
-
     found = rows(measurements)
     if not found:
         return ""
@@ -328,8 +333,6 @@ def report_section(measurements: list) -> str:
 
 
 def main(argv=None) -> int:
-    from bench.__main__ import run_section, section_parser
-
     parser = section_parser("python -m bench.convolutions", __doc__)
     parser.add_argument("--paper", action="store_true", help="add the paper setting (long)")
     args = parser.parse_args(argv)
@@ -337,7 +340,14 @@ def main(argv=None) -> int:
     options += f" --threads {args.threads}" if args.threads else ""
     measurements = plan(args.paper, args.threads)
     command = f"python -m bench.convolutions{options}"
-    return run_section("convolutions alone", measurements, report_section, args, command)
+    return run_section(
+        "convolutions alone",
+        measurements,
+        report_section,
+        lambda m: progress(m.result),
+        args,
+        command,
+    )
 
 
 if __name__ == "__main__":

@@ -24,6 +24,15 @@ from __future__ import annotations
 import sys
 import time
 
+from bench.common import (
+    Measurement,
+    failure_cell,
+    fmt,
+    markdown_table,
+    run_section,
+    section_parser,
+)
+
 MODES = ("per_image", "batch", "frozen")
 PHOTO = (1536, 2048)  # height, width
 TILE, OVERLAP = 512, 64
@@ -39,10 +48,10 @@ TILINGS = {
 
 def memory_mode(mode: str, size: int, batch: int, runs: int = 3, threads: int | None = None):
     """Median seconds of one ``[batch, size, size, 3]`` batch with ``inference_memory=mode``."""
-    from bench._worker import CoresUsed, _setup_tensorflow, max_rss_mb
     from bench.bench_inference import timed
+    from bench.worker_tools import CoresUsed, max_rss_mb, setup_tensorflow
 
-    tf = _setup_tensorflow(threads)
+    tf = setup_tensorflow(threads)
     from moss_tf.nn.network import MOSSNet
 
     net = MOSSNet(inference_memory=mode)
@@ -66,9 +75,9 @@ def memory_mode(mode: str, size: int, batch: int, runs: int = 3, threads: int | 
 
 def tiling(variant: str, runs: int = 2, threads: int | None = None):
     """Median seconds of :meth:`Derainer.derain` on a 2048 x 1536 photo, per ``TILINGS`` variant."""
-    from bench._worker import CoresUsed, _setup_tensorflow, max_rss_mb
+    from bench.worker_tools import CoresUsed, max_rss_mb, setup_tensorflow
 
-    tf = _setup_tensorflow(threads)
+    tf = setup_tensorflow(threads)
     from moss_tf.infer.derain import Derainer
     from moss_tf.nn.network import MOSSNet
 
@@ -102,9 +111,7 @@ WORKERS = {"memory_mode": memory_mode, "tiling": tiling}
 
 
 def plan(quick: bool, threads: int | None = None) -> list:
-    """The measurements, as :class:`bench.__main__.Measurement` objects."""
-    from bench.__main__ import Measurement
-
+    """The measurements, as :class:`bench.common.Measurement` objects."""
     size, runs = (512, 2) if quick else (1024, 3)
     found = [
         Measurement(
@@ -141,22 +148,18 @@ def progress(result: dict) -> str:
 
 
 def _cells(result: dict, reference: dict) -> list[str]:
-    from bench.__main__ import _failed, _fmt
-
     if "median_s" not in result:
-        return [_failed(result), "", ""]
+        return [failure_cell(result), "", ""]
     ratio = result["median_s"] / reference["median_s"] if "median_s" in reference else None
     return [
-        _fmt(result["median_s"]),
+        fmt(result["median_s"]),
         f"{ratio:.2f}×" if ratio else "–",
-        _fmt(result["peak_rss_mb"], 0),
+        fmt(result["peak_rss_mb"], 0),
     ]
 
 
 def report_section(measurements: list) -> str:
     """The two tables as markdown ('' when none of these measurements ran)."""
-    from bench.__main__ import markdown_table
-
     by_key = {m.key: m for m in measurements}
     if not any(key.startswith(("memory_mode/", "tiling/")) for key in by_key):
         return ""
@@ -189,14 +192,19 @@ def report_section(measurements: list) -> str:
 
 
 def main(argv=None) -> int:
-    from bench.__main__ import run_section, section_parser
-
     parser = section_parser("python -m bench.memory_modes", __doc__)
     parser.add_argument("--quick", action="store_true", help="512 px batch, fewer runs")
     args = parser.parse_args(argv)
     measurements = plan(args.quick, args.threads)
     command = f"python -m bench.memory_modes{' --quick' if args.quick else ''}"
-    return run_section("memory modes, tiling", measurements, report_section, args, command)
+    return run_section(
+        "memory modes, tiling",
+        measurements,
+        report_section,
+        lambda m: progress(m.result),
+        args,
+        command,
+    )
 
 
 if __name__ == "__main__":

@@ -26,11 +26,11 @@ import os
 import statistics
 from dataclasses import dataclass, field
 
-from bench.__main__ import (
+from bench.common import (
     PAPER_TIMEOUT_S,
     Measurement,
-    _fmt,
-    _gflop,
+    counted_gflop,
+    fmt,
     markdown_table,
     run_worker,
 )
@@ -165,10 +165,10 @@ def _seconds(result: dict, side: int | None) -> float | None:
 
 def _gflop_of(result: dict, side: int | None) -> float | None:
     if side is None:
-        return _gflop(result["step_flops"]) if "step_flops" in result else None
+        return counted_gflop(result["step_flops"]) if "step_flops" in result else None
     for row in result.get("forward_flops", []):
         if row["size"] == side:
-            return _gflop(row["flops"])
+            return counted_gflop(row["flops"])
     return None
 
 
@@ -209,9 +209,9 @@ def row_specs(rounds: list[Round]) -> list[tuple[str, str, str, str, int | None]
 
 def _spread(values: list[float], digits: int | None = None) -> str:
     """Median and, with several values, their range: ``0.450 (0.43–0.47)``."""
-    text = _fmt(statistics.median(values), digits)
+    text = fmt(statistics.median(values), digits)
     if len(values) > 1:
-        text += f" ({_fmt(min(values), digits)}–{_fmt(max(values), digits)})"
+        text += f" ({fmt(min(values), digits)}–{fmt(max(values), digits)})"
     return text
 
 
@@ -251,7 +251,7 @@ def side_by_side_rows(rounds: list[Round]) -> list[list[str]]:
             ours += [mine] if mine else []
             reference += [theirs] if theirs else []
             ratios += [theirs / mine] if mine and theirs else []
-        cells = [title, _fmt(gflop, 1)]
+        cells = [title, fmt(gflop, 1)]
         cells += [
             _spread(ours) if ours else "failed",
             _spread(reference) if reference else "failed",
@@ -259,7 +259,7 @@ def side_by_side_rows(rounds: list[Round]) -> list[list[str]]:
         cells.append(_spread(ratios, 2) + "×" if ratios else "–")
         for seconds in (ours, reference):
             rate = gflop / statistics.median(seconds) if gflop and seconds else None
-            cells += [_fmt(rate, 0), f"{rate / peak:.0%}" if rate and peak else "–"]
+            cells += [fmt(rate, 0), f"{rate / peak:.0%}" if rate and peak else "–"]
         rows.append(cells)
     return rows
 

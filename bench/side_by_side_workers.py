@@ -16,7 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 
-from bench._worker import CoresUsed, call_timings, max_rss_mb, time_steps
+from bench.worker_tools import CoresUsed, call_timings, max_rss_mb, setup_tensorflow, time_steps
 
 
 def _setup_torch(threads: int | None):
@@ -94,9 +94,7 @@ def reference_training(
 def matmul_peak(size: int = 2048, seconds: float = 2.0, threads: int | None = None) -> dict:
     """GFLOP/s of a float32 ``size x size`` matrix product in TensorFlow: this machine's
     attainable peak for dense float32 work at these threads (median and best call)."""
-    from bench._worker import _setup_tensorflow
-
-    tf = _setup_tensorflow(threads)
+    tf = setup_tensorflow(threads)
     product = warm_matmul(tf, size)
     with CoresUsed() as usage:
         timings = call_timings(product, 5, seconds)
@@ -145,9 +143,7 @@ def scoring(
     """:func:`moss_tf.infer.scoring.evaluate` on ``images`` synthetic 481x321 pairs through
     the released-size network: seconds in the network and in everything else
     (PSNR/SSIM of the outputs, the rainy-input baselines, reading the set)."""
-    from bench._worker import _setup_tensorflow
-
-    tf = _setup_tensorflow(threads)
+    tf = setup_tensorflow(threads)
     import numpy as np
 
     from moss_tf.infer.derain import Derainer

@@ -13,16 +13,14 @@ from conftest import TINY_MODEL
 
 from bench.__main__ import (
     SECTIONS,
-    Measurement,
-    markdown_table,
     parse_args,
     pipeline_rows,
     plan,
     report,
-    run_worker,
     training_rows,
 )
 from bench._worker import pipeline, training
+from bench.common import Measurement, markdown_table, run_worker
 from bench.flops import forward_flops, total_gflop
 from moss_tf.config import load_config
 from moss_tf.nn.network import MOSSNet

@@ -6,9 +6,9 @@ import tensorflow as tf
 from conftest import TINY_MODEL
 
 from bench import convolutions
-from bench.__main__ import Measurement
-from bench._worker import _synthetic_batch
+from bench.common import Measurement
 from bench.flops import function_flops
+from bench.worker_tools import synthetic_batch
 from moss_tf.config import load_config
 from moss_tf.train.stage import build_trainer
 
@@ -18,7 +18,7 @@ TINY += ["train.batch_size=2", "train.crop_size=16", "train.weight_average=0"]
 
 def _tiny_step_graph(stage="pretrain"):
     trainer = build_trainer(load_config("configs/demo.yaml", TINY), stage)
-    batch = _synthetic_batch(tf, stage, 2, 16)
+    batch = synthetic_batch(tf, stage, 2, 16)
     return tf.function(trainer.train_step).get_concrete_function(batch)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench import memory_modes
-from bench.__main__ import Measurement
+from bench.common import Measurement
 
 
 def _run(failed_key=None):
