@@ -125,19 +125,14 @@ def _describe(cycle: list[str], graph: dict[str, set[str]]) -> str:
     return f"{len(cycle)} modules: " + "; ".join(arrows)
 
 
-#: Circles tolerated for now, by package: the test fails on any other. MOSSNet.from_preset
-#: (network) loads through load_preset (presets), which builds a MOSSNet (both imports lazy);
-#: main breaks it (c74b2fe): delete this entry once that is merged.
-KNOWN_CYCLES = {"moss_tf": [["moss_tf.nn.network", "moss_tf.nn.presets"]]}
-
-
 @pytest.mark.parametrize("package", PACKAGES)
 def test_no_import_cycles(package):
     graph = import_graph(REPO, (package,))
     assert len(graph) > 5, f"found only {sorted(graph)} under {REPO / package}"
     cycles = import_cycles(graph)
-    new = [c for c in cycles if c not in KNOWN_CYCLES.get(package, [])]
-    assert not new, f"import circles in {package}/:\n" + "\n".join(_describe(c, graph) for c in new)
+    assert not cycles, f"import circles in {package}/:\n" + "\n".join(
+        _describe(c, graph) for c in cycles
+    )
 
 
 def test_the_checker_finds_a_circle_through_a_lazy_import_and_resolves_relative_ones(tmp_path):
