@@ -89,6 +89,13 @@ def use_shipped_model_unless_given(args: argparse.Namespace) -> bool:
     return True
 
 
+def describe_os_error(err: OSError) -> str:
+    """One line for an operating-system error: the file and the system's reason."""
+    reason = err.strerror or str(err)
+    names = [name for name in (err.filename, err.filename2) if name]
+    return f"{' -> '.join(map(str, names))}: {reason}" if names else reason
+
+
 def default_run_dir(config_name: str) -> Path:
     """``runs/<config name>``, relative to the current directory."""
     return Path("runs") / config_name
