@@ -121,7 +121,7 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
             handle.write(b"half")
         raise OSError("disk full")
 
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(ckpt.CheckpointError, match=r"state\.bin: cannot write \(disk full\)"):
         ckpt.atomic_write(path, failing)
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["state.bin"]
