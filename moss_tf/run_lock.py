@@ -136,7 +136,9 @@ def _acquire(path: Path, run_dir: Path, say) -> int:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        raise TrainingError(f"{path.parent}: cannot create it ({err.strerror})") from None
+        raise TrainingError(
+            f"{path.parent}: run directory is not writable ({err.strerror or err})"
+        ) from None
     while True:
         fd = _open(path)
         state = _flock(fd)
