@@ -38,7 +38,6 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from moss_tf.data import ImageError, from_model_range, list_images, read_image, to_model_range
-from moss_tf.data.images import pixel_limit
 from moss_tf.errors import MossError
 from moss_tf.run_files import check_writable_folder
 
@@ -499,21 +498,20 @@ def derain_files(
             bar.update(done)
 
     written, skipped = [], []
-    with pixel_limit(max_pixels):
-        for index, source in enumerate(sources):
-            target = output_path(source, input_path, output_dir)
-            if target.resolve() == source.resolve():
-                raise MossError(f"{target}: would overwrite the input; choose another --output")
-            try:
-                derained = _derain_file(derainer, source, on_tile)
-            except MossError as err:
-                if single:
-                    raise
-                skipped.append(str(err))
-                continue
-            written.append(_save(derained, source, target, written))
-            if bar is not None and not single:
-                bar.update(index + 1)
+    for index, source in enumerate(sources):
+        target = output_path(source, input_path, output_dir)
+        if target.resolve() == source.resolve():
+            raise MossError(f"{target}: would overwrite the input; choose another --output")
+        try:
+            derained = _derain_file(derainer, source, on_tile, max_pixels)
+        except MossError as err:
+            if single:
+                raise
+            skipped.append(str(err))
+            continue
+        written.append(_save(derained, source, target, written))
+        if bar is not None and not single:
+            bar.update(index + 1)
     return written, skipped
 
 
@@ -543,9 +541,9 @@ def check_output_folder(output_dir: str | Path, input_path: str | Path | None = 
         )
 
 
-def _derain_file(derainer: Derainer, source: Path, on_tile) -> np.ndarray:
+def _derain_file(derainer: Derainer, source: Path, on_tile, max_pixels: int | None) -> np.ndarray:
     """The derained uint8 image of ``source``; MossError (naming it) when it cannot be."""
-    rainy = read_image(source)
+    rainy = read_image(source, max_pixels=max_pixels)
     problem = derainer.size_problem(*rainy.shape[:2])
     if problem:
         raise ImageError(f"{source}: {problem}")

@@ -39,8 +39,8 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 #: The default pixel limit: images with more pixels are refused from their
 #: header alone, before any pixel is decoded (a 20 kB PNG can declare 13,300^2
-#: pixels and take gigabytes and minutes to decode). 8192 x 8192, 64
-#: megapixels: every camera's full-size photo passes (phones 12-50 MP,
+#: pixels and take gigabytes and minutes to decode). 8192 x 8192, 67.1
+#: million pixels: every camera's full-size photo passes (phones 12-50 MP,
 #: full-frame bodies up to 61 MP) and a 100 MP medium-format photo or a stitched
 #: panorama is refused. At the limit, decoding takes 0.2 GB and deraining about
 #: 2 GB (the full-size float32 blend of :class:`~moss_tf.inference.Derainer`).
@@ -81,7 +81,7 @@ def too_many_pixels(path, width: int, height: int, limit: int) -> str:
     """The message for an image over the pixel ``limit``."""
     return (
         f"{path}: {width}x{height} is {width * height:,} pixels, more than the limit of "
-        f"{limit:,} ({limit / 1e6:.0f} megapixels); refused unread as a possible decompression "
+        f"{limit:,}; refused unread as a possible decompression "
         "bomb (raise the limit with --max-pixels or data.max_pixels if the image is genuine)"
     )
 
@@ -140,10 +140,11 @@ def _source(path: Path | ShardMember) -> Path | io.BytesIO:
     return path
 
 
-def _open(path: Path | ShardMember) -> Image.Image:
+def _open(path: Path | ShardMember, max_pixels: int | None = None) -> Image.Image:
     """Open ``path`` lazily (header only) with a clear error for non-images."""
     source = _source(path)
-    limit = pixel_limit_of()
+    limit = pixel_limit_of() if max_pixels is None else max_pixels
+    _let_pillow_open(limit)
     try:
         with warnings.catch_warnings():
             # We apply our own pixel limit below; Pillow's warning would only add noise.
@@ -190,7 +191,9 @@ def _to_rgb_uint8(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
-def read_image(path: str | Path | ShardMember, max_side: int | None = None) -> np.ndarray:
+def read_image(
+    path: str | Path | ShardMember, max_side: int | None = None, max_pixels: int | None = None
+) -> np.ndarray:
     """Decode one image file to RGB uint8 ``[H, W, 3]`` in [0, 255].
 
     Formats: PNG, JPEG, BMP, TIFF, WebP (anything Pillow reads). ``path`` may
@@ -207,6 +210,9 @@ def read_image(path: str | Path | ShardMember, max_side: int | None = None) -> n
       downscaled (area-averaging) so its longer side equals ``max_side``.
       JPEGs are then decoded at reduced resolution, so a 40-megapixel photo
       never occupies full-size memory. Default ``None`` keeps the full size.
+    * ``max_pixels``: images with more pixels are refused from their header,
+      unread. Default ``None``: the limit in force (:func:`pixel_limit`,
+      :data:`MAX_PIXELS` unless set); a server passes its own per call.
 
     Raises:
         ImageError: naming ``path``, for a missing, empty, truncated or
@@ -218,7 +224,7 @@ def read_image(path: str | Path | ShardMember, max_side: int | None = None) -> n
         rainy = read_image("rain/input1.png")  # uint8 [H, W, 3] in [0, 255]
     """
     path = path if isinstance(path, ShardMember) else Path(path)
-    with _open(path) as image:
+    with _open(path, max_pixels) as image:
         try:
             if max_side is not None and max(image.size) > max_side:
                 scale = max_side / max(image.size)
