@@ -36,6 +36,11 @@ from moss_tf.run_files import MODEL_WEIGHTS, trained_network_file
 
 CONFIG_FILE = "config.yaml"
 
+# A temporary file is created readable by its owner only; the file renamed
+# into place gets the permissions a plain write would give (0666 less the umask).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | Path, write) -> None:
     """Call ``write(tmp_path)`` then rename onto ``path`` (atomic on POSIX).
@@ -53,6 +58,7 @@ def atomic_write(path: str | Path, write) -> None:
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except OSError as err:
         raise CheckpointError(_not_written(path, err)) from None

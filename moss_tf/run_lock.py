@@ -68,8 +68,10 @@ class Holder:
     @classmethod
     def this_process(cls) -> Holder:
         command = " ".join(["python", Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv else [])
+        if len(command) > 80:
+            command = command[:76].rstrip() + " ..."
         started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        return cls(os.getpid(), socket.gethostname(), started, command[:300])
+        return cls(os.getpid(), socket.gethostname(), started, command)
 
     def describe(self) -> str:
         return f"pid {self.pid} on host {self.host}, started {self.started} ({self.command})"

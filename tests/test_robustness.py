@@ -357,6 +357,9 @@ def test_a_full_disk_at_a_checkpoint_stops_in_one_line_keeping_the_last_good_one
     assert f"{last}: cannot write (No space left on device)" in line
     assert "previous one is kept unchanged; training stopped at step 4" in line
     assert ckpt.read_meta(last)["step"] == 2  # the previous good checkpoint
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert last.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain write would leave it
     assert not [p.name for p in last.parent.iterdir() if p.name.endswith(".tmp")]
     assert not (run / run_lock.LOCK_FILE).exists()  # released on the way out
 
