@@ -42,8 +42,10 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 #: pixels and take gigabytes and minutes to decode). 8192 x 8192, 67.1
 #: million pixels: every camera's full-size photo passes (phones 12-50 MP,
 #: full-frame bodies up to 61 MP) and a 100 MP medium-format photo or a stitched
-#: panorama is refused. At the limit, decoding takes 0.2 GB and deraining about
-#: 2 GB (the full-size float32 blend of :class:`~moss_tf.inference.Derainer`).
+#: panorama is refused. At the limit, decoding takes 0.2 GB and deraining
+#: (:class:`~moss_tf.inference.Derainer`, 512 px tiles, full-size float32
+#: blend) peaked at 2.2 GB for the whole process with a small network, 29 s on
+#: 2 CPU cores; the released network adds its tile activations.
 #: ``evaluate.py --max-pixels`` and the config key ``data.max_pixels`` change
 #: it (:func:`pixel_limit`); this is the one limit enforced (Pillow's own
 #: decompression-bomb limit is raised to never refuse an image under it).
