@@ -6,13 +6,20 @@ One flow for every entry point::
     net = MOSSNet(**cfg.model.to_dict())
 
 Unknown keys, wrong types and impossible values raise :class:`ConfigError`
-naming the file and the dotted key at fault. YAML is read with
-``yaml.safe_load`` only: nothing in a config file can execute code.
+naming the file and the dotted key at fault. YAML is read with a
+``yaml.SafeLoader`` (nothing in a config file can execute code) that also
+refuses what no config needs and a hostile file uses to exhaust memory:
+anchors and aliases (``&a`` / ``*a``: a few hundred bytes of them expand to
+gigabytes), files over :data:`MAX_CONFIG_BYTES`, single values over
+:data:`MAX_VALUE_CHARS` characters and nesting deeper than :data:`MAX_DEPTH`.
+Values quoted in error messages are shortened.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,7 +43,16 @@ MIXED_PRECISION_POLICIES = {
     "bfloat16": "mixed_bfloat16",
 }
 
+# Limits on what a config file may hold (see the module docstring). The
+# shipped configs are under 4 kB, their longest value (a path) under 100 characters.
+MAX_CONFIG_BYTES = 256 * 1024
+MAX_VALUE_CHARS = 4096  # a path (Linux's PATH_MAX)
+MAX_DEPTH = 16
+
 __all__ = [
+    "MAX_CONFIG_BYTES",
+    "MAX_DEPTH",
+    "MAX_VALUE_CHARS",
     "ConfigError",
     "ExperimentConfig",
     "ModelConfig",
@@ -264,6 +280,70 @@ class ExperimentConfig(Section):
 # --------------------------------------------------------------------------- parsing
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """A SafeLoader that refuses anchors and aliases, oversized values and deep nesting."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or event.anchor is not None:
+            self._refuse(
+                event,
+                "YAML anchors and aliases (&name, *name, <<: *name) are not allowed in a "
+                "config (a few of them can expand to gigabytes); write the values out",
+            )
+        if isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_VALUE_CHARS:
+            self._refuse(
+                event, f"a value of {len(event.value):,} characters (at most {MAX_VALUE_CHARS:,})"
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                self._refuse(event, f"nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    @staticmethod
+    def _refuse(event, problem: str):
+        raise yaml.composer.ComposerError(None, None, problem, event.start_mark)
+
+
+def _parse_yaml(text: str, where: str) -> Any:
+    """The value of a YAML text, read with :class:`_ConfigLoader`.
+
+    Raises:
+        ConfigError: starting with ``where`` (and the line at fault, when known).
+    """
+    try:
+        return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader (see the class)
+    except yaml.composer.ComposerError as err:
+        raise ConfigError(f"{where}{_line(err)}: {err.problem}") from None
+    except yaml.MarkedYAMLError as err:
+        raise ConfigError(f"{where}{_line(err)}: not valid YAML: {err.problem}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{where}: not valid YAML: {err}") from None
+
+
+def _line(err: yaml.MarkedYAMLError) -> str:
+    mark = err.problem_mark or err.context_mark
+    return f", line {mark.line + 1}" if mark is not None else ""
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 50
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxdict = 4
+_SHORT.maxlevel = 3
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)``, shortened (``[[1, 2, ...], ...]``) to stay readable in a message."""
+    return _SHORT.repr(value)
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
@@ -283,15 +363,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {_shown(value)}")
     if origin is list:
         (item_type,) = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {_shown(value)}")
         return [_coerce(v, item_type, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {_shown(value)}")
         _, value_type = typing.get_args(tp) or (Any, Any)
         return {k: _coerce(v, value_type, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
@@ -300,11 +380,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+            raise ConfigError(f"{key}: expected true or false, got {_shown(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+            raise ConfigError(f"{key}: expected an integer, got {_shown(value)}")
         return value
     if tp is float:
         if isinstance(value, str):
@@ -314,11 +394,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except ValueError:
                 pass
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {_shown(value)}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {_shown(value)}")
         return value
     raise ConfigError(f"{key}: unsupported type {_type_name(tp)}")  # pragma: no cover
 
@@ -328,7 +410,7 @@ def _build(cls: type, values: Any, prefix: str) -> Any:
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {values!r}")
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {_shown(values)}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(values) - known)
@@ -369,9 +451,9 @@ def _split_override(text: str) -> tuple[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise OverrideError(f"--set {text!r}: bad key {key!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as err:
-        raise OverrideError(f"--set {text!r}: value is not valid YAML ({err})") from None
+        value = _parse_yaml(raw, "value") if raw.strip() else ""
+    except ConfigError as err:
+        raise OverrideError(f"--set {_shown(text)}: {err}") from None
     return key, value
 
 
@@ -454,16 +536,7 @@ def config_from_dict(values: dict[str, Any], overrides: list[str] | tuple = ()) 
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A config file's mapping, with its ``base:`` file (if any) merged underneath."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read config ({err.strerror})") from None
-    try:
-        values = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    values = _parse_yaml(_config_text(path), str(path))
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -473,7 +546,7 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     if base is None:
         return values
     if not isinstance(base, str):
-        raise ConfigError(f"{path}: base: expected a file name, got {base!r}")
+        raise ConfigError(f"{path}: base: expected a file name, got {_shown(base)}")
     base_path = (path.parent / base).resolve()
     if base_path in chain:
         raise ConfigError(f"{path}: base: {base} includes itself")
@@ -508,6 +581,28 @@ def shipped_config_names() -> list[str]:
         p.relative_to(SHIPPED_CONFIGS).with_suffix("").as_posix()
         for p in SHIPPED_CONFIGS.rglob("*.yaml")
     )
+
+
+def _config_text(path: Path) -> str:
+    """The text of a config file, refused when over :data:`MAX_CONFIG_BYTES` or not UTF-8."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config ({err.strerror or err})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{path}: larger than {MAX_CONFIG_BYTES // 1024} KiB; an experiment config is a "
+            "few kB (is this the right file?)"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {err.start})") from None
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple = ()) -> ExperimentConfig:

@@ -1,8 +1,27 @@
 """Errors that carry a sentence for the user instead of a stack trace."""
 
+#: Longer messages are cut in the middle (a value quoted in full could run to megabytes).
+MAX_MESSAGE_CHARS = 2000
+_KEPT_TAIL = 300
+
+
+def cut(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """``text`` if at most ``limit`` characters, else its start and end around a marker."""
+    if len(text) <= limit:
+        return text
+    head = limit - _KEPT_TAIL - 40
+    gap = len(text) - head - _KEPT_TAIL
+    return f"{text[:head]} [... {gap:,} characters cut ...] {text[-_KEPT_TAIL:]}"
+
 
 class MossError(Exception):
-    """Base class: the message names the file, key or value at fault."""
+    """Base class: the message names the file, key or value at fault.
+
+    Messages longer than :data:`MAX_MESSAGE_CHARS` are cut to that length.
+    """
+
+    def __str__(self) -> str:
+        return cut(super().__str__())
 
 
 class ConfigError(MossError, ValueError):

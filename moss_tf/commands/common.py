@@ -1,4 +1,4 @@
-"""Command-line pieces shared by ``train.py``, ``evaluate.py`` and ``python -m moss_tf.export``.
+"""Command-line pieces shared by the commands (``moss-train``, ``moss-evaluate``, ``moss-export``).
 
 Nothing here imports TensorFlow at module level: the commands parse and check
 their arguments and config first, so a mistake is reported at once, and only
@@ -88,6 +88,13 @@ def use_shipped_model_unless_given(args: argparse.Namespace) -> bool:
         return False
     args.preset = SHIPPED_PRESET
     return True
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for an operating-system error: the file and the system's reason."""
+    reason = err.strerror or str(err)
+    names = [name for name in (err.filename, err.filename2) if name]
+    return f"{' -> '.join(map(str, names))}: {reason}" if names else reason
 
 
 def default_run_dir(config_name: str) -> Path:

@@ -11,6 +11,11 @@ shipped preset moss_release unless --preset, --run-dir or --checkpoint names ano
 
     python evaluate.py --input my_photos/ --output derained/
     python evaluate.py --input rainy.jpg --output derained/ --run-dir runs/demo
+
+In a folder, a photo that cannot be derained (unreadable, truncated, smaller
+than 8 pixels on a side, over --max-pixels) is named on stderr and skipped;
+the others are written (exit code 1 when any was skipped). The output folder
+is checked before the network is loaded.
 """
 
 from __future__ import annotations
@@ -27,11 +32,13 @@ from moss_tf.commands.common import (
     add_model_source_arguments,
     add_verbose_argument,
     check_model_source,
+    describe_os_error,
     load_experiment,
     load_trained_network,
     start_tensorflow,
     use_shipped_model_unless_given,
 )
+from moss_tf.data.images import MAX_PIXELS
 from moss_tf.errors import ConfigError, MossError
 
 
@@ -72,6 +79,13 @@ def parse_args(argv=None):
         "--tile-size", type=int, default=512, help="images larger than this are tiled (512)"
     )
     parser.add_argument("--overlap", type=int, default=64, help="tile overlap in pixels (64)")
+    parser.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        metavar="N",
+        help="refuse images with more pixels, unread, as possible decompression bombs "
+        f"(default {MAX_PIXELS:,} = 8192 x 8192, or the config's data.max_pixels)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_verbose_argument(parser)
     args = parser.parse_args(argv)
@@ -80,6 +94,16 @@ def parse_args(argv=None):
     if args.input and (args.test or args.json):
         parser.error("--input derains photos; --test and --json apply to paired test sets only")
     return args
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace(",", "").replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def _test_sets(cfg, paths):
@@ -101,12 +125,35 @@ def _test_sets(cfg, paths):
 def check_before_starting(args):
     """The config, the trained network and the input paths, checked before TensorFlow starts."""
     cfg = load_experiment(args, check_paths=not (args.input or args.test))
+    if args.max_pixels is not None:
+        cfg = dataclasses.replace(
+            cfg, data=dataclasses.replace(cfg.data, max_pixels=args.max_pixels)
+        )
     check_model_source(args, cfg)
     named = [("--input", args.input)] if args.input else [("--test", p) for p in args.test or []]
     for option, path in named:
         if not Path(path).exists():
             raise ConfigError(f"{option} {path}: not found")
+    check_outputs(args)
     return cfg
+
+
+def check_outputs(args) -> None:
+    """``--output`` and ``--json`` must be writable: said now, not after the inference."""
+    from moss_tf.train.run_dir import check_writable_folder
+
+    if args.output:
+        check_writable_folder(args.output, "--output folder")
+        same = args.input and Path(args.output).resolve() == Path(args.input).resolve()
+        if same and Path(args.input).is_dir():
+            raise ConfigError(
+                f"--output {args.output}: is the --input folder; the results would "
+                "overwrite the photos (choose another folder)"
+            )
+    if args.json:
+        if Path(args.json).is_dir():
+            raise ConfigError(f"--json {args.json}: is a folder; name a file")
+        check_writable_folder(Path(args.json).parent, "--json file's folder")
 
 
 def main(argv=None) -> int:
@@ -128,7 +175,11 @@ def main(argv=None) -> int:
             from moss_tf.infer.derain import derain_files
 
             written, skipped = derain_files(
-                derainer, args.input, args.output, progress=not args.quiet
+                derainer,
+                args.input,
+                args.output,
+                progress=not args.quiet,
+                max_pixels=cfg.data.max_pixels,
             )
             for message in skipped:
                 print(f"skipped {message}", file=sys.stderr)
@@ -142,6 +193,9 @@ def main(argv=None) -> int:
         )
     except MossError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # the machine's, not ours: a full disk, a vanished mount...
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
         return 1
     if not results["splits"]:
         print("error: the test sets hold no images", file=sys.stderr)

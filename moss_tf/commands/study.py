@@ -94,7 +94,6 @@ def _results(args: argparse.Namespace) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m moss_tf.study",
         description="User study of deraining methods on real rainy photos (docs/method.md §5).",
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")

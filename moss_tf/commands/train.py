@@ -11,11 +11,18 @@ Examples::
     python train.py --stage semi
     python train.py --stage pretrain --config configs/ddn_sirr.yaml --set train.steps=20000
     python train.py --stage semi --resume                 # continue after a crash
+
+A run directory belongs to one run at a time: a second ``train.py`` on a run
+directory in use is refused at once, naming the run that holds it
+(``<run-dir>/train.lock``, see moss_tf/train/run_lock.py). Errors are one line
+``error: ...`` naming the file, key or value at fault; exit code 2 when the
+run could not start, 1 when it stopped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -23,6 +30,7 @@ from moss_tf.commands.common import (
     add_config_arguments,
     add_verbose_argument,
     default_run_dir,
+    describe_os_error,
     load_experiment,
     start_tensorflow,
 )
@@ -47,23 +55,36 @@ def parse_args(argv=None):
 
 
 def check_before_starting(args):
-    """The config, run directory and starting weights, checked before TensorFlow starts."""
-    from moss_tf.train.run_dir import check_can_create, initial_weights
+    """The config, run directory, checkpoint and starting weights, checked before TensorFlow."""
+    from moss_tf.train.checkpoints import read_meta
+    from moss_tf.train.run_dir import StagePaths, check_can_create, initial_weights
 
     cfg = load_experiment(args, check_paths=True)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(cfg.name)
     initial_weights(args.stage, run_dir, args.resume, args.init)
     check_can_create(run_dir)
+    last = StagePaths(run_dir, args.stage).last
+    if args.resume and last.is_file():
+        read_meta(last)  # an empty or damaged checkpoint is named now, not after start-up
     return cfg, run_dir
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    try:
-        cfg, run_dir = check_before_starting(args)
-    except MossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    from moss_tf.train.run_lock import hold_run_dir
+
+    with contextlib.ExitStack() as held:
+        try:
+            cfg, run_dir = check_before_starting(args)
+            held.enter_context(hold_run_dir(run_dir))
+        except MossError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        return train(args, cfg, run_dir)
+
+
+def train(args, cfg, run_dir: Path) -> int:
+    """Start TensorFlow and run the stage; the exit code (1: stopped with an error)."""
     start_tensorflow(args.verbose)
     from moss_tf.train.stage import run_stage
 
@@ -71,6 +92,9 @@ def main(argv=None) -> int:
         run_stage(cfg, args.stage, run_dir, resume=args.resume, init=args.init)
     except MossError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # the machine's, not ours: a full disk, a vanished mount...
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
         return 1
     return 0
 

@@ -404,6 +404,10 @@ class DataConfig:
         max_side: training images whose longer side exceeds this are
             downscaled on load so memory stays bounded (default 1024, ``null``
             = never). Test images are never resized.
+        max_pixels: images (training and test) with more pixels than this
+            are refused from their header, unread; with ``on_bad_image: skip``
+            they are skipped. Default ``null``:
+            :data:`moss_tf.data.images.MAX_PIXELS` (8192 x 8192).
         memory_limit_mb: megabytes of decoded training images that may be
             held in memory (default 8192).
         load: ``auto`` (default) holds a source's decoded images in memory
@@ -431,6 +435,7 @@ class DataConfig:
     on_bad_image: str = "error"
     split_seed: int = 0
     max_side: int | None = 1024
+    max_pixels: int | None = None
     memory_limit_mb: int = 8192
     load: str = "auto"
     service: str | None = None
@@ -463,6 +468,8 @@ class DataConfig:
             )
         if self.max_side is not None and self.max_side < 16:
             _fail(where, "max_side", f"must be >= 16 or null, got {self.max_side}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            _fail(where, "max_pixels", f"must be >= 1 or null, got {self.max_pixels}")
         if self.memory_limit_mb < 1:
             _fail(where, "memory_limit_mb", f"must be >= 1, got {self.memory_limit_mb}")
         if self.load not in LOAD_MODES:

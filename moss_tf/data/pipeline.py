@@ -17,6 +17,7 @@ reads and decodes its share of the files, not all of them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ import tensorflow as tf
 
 from moss_tf.data import builtin
 from moss_tf.data.data_config import BUILTIN, DataConfig, RainConfig, resolve_path
+from moss_tf.data.images import pixel_limit
 from moss_tf.data.layouts import (
     Pair,
     find_images,
@@ -438,6 +440,18 @@ def _unlabeled_source(
     return make, len(pool), text
 
 
+def _within_pixel_limit(build: Callable) -> Callable:
+    """``build(data_cfg, ...)`` run with images over ``data_cfg.max_pixels`` refused."""
+
+    @functools.wraps(build)
+    def wrapped(data_cfg: DataConfig, *args, **kwargs):
+        with pixel_limit(data_cfg.max_pixels):
+            return build(data_cfg, *args, **kwargs)
+
+    return wrapped
+
+
+@_within_pixel_limit
 def build_training_data(
     data_cfg: DataConfig,
     *,
@@ -548,6 +562,7 @@ def _synthetic_split(
     return _pairs_dataset(ImagePool(rainy), clean_pool, list(range(len(names))), names)
 
 
+@_within_pixel_limit
 def build_test_sets(data_cfg: DataConfig) -> dict[str, tf.data.Dataset]:
     """Named test splits: dicts ``{"name", "rainy", "clean"}``, unbatched and finite.
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
-from moss_tf.data.images import MAX_PIXELS
+from moss_tf.data.images import pixel_limit_of, too_many_pixels
 from moss_tf.data.shard_files import ImageHeader, ShardMember
 
 __all__ = ["FileImages", "ImageProbe", "probe_images", "scaled_size"]
@@ -67,8 +67,8 @@ def _probe(path: Path) -> ImageProbe:
             orientation = int(image.getexif().get(_EXIF_ORIENTATION, 1)) if fmt == "JPEG" else 1
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError, SyntaxError) as err:
         return ImageProbe(path=path, problem=f"{path}: not an image file Pillow can read ({err})")
-    if width * height > MAX_PIXELS:
-        return ImageProbe(path=path, problem=f"{path}: {width}x{height} has too many pixels")
+    if width * height > pixel_limit_of():
+        return ImageProbe(path=path, problem=too_many_pixels(path, width, height, pixel_limit_of()))
     if orientation not in range(1, 9):
         orientation = 1  # read_image ignores invalid tags too
     if orientation >= 5:  # transposed: the upright image is width x height

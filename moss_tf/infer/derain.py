@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -39,12 +40,14 @@ from PIL import Image, ImageOps
 from moss_tf.data import ImageError, from_model_range, list_images, read_image, to_model_range
 from moss_tf.data.images import IMAGE_EXTENSIONS
 from moss_tf.errors import MossError
+from moss_tf.train.run_dir import check_writable_folder
 
 __all__ = [
     "DEFAULT_OVERLAP",
     "DEFAULT_TILE_SIZE",
     "Derainer",
     "blend_window",
+    "check_output_folder",
     "derain_files",
     "output_path",
     "owned_ranges",
@@ -63,6 +66,11 @@ _KEPT_FORMATS = {"PNG", "JPEG", "TIFF", "WEBP", "BMP"}
 _FORMAT_ALIASES = {"MPO": "JPEG"}
 # Formats that can carry alpha.
 _ALPHA_FORMATS = {"PNG", "TIFF", "WEBP"}
+# A TIFF's EXIF block, as Pillow reads it, is its tag directory, which also
+# describes its pixels (size, bits, sample format, strips, compression...).
+# Copied onto a result of another layout (an 8-bit copy of a 16-bit or float
+# TIFF) they make it unreadable: these are left to the writer.
+_TIFF_LAYOUT_TAGS = (256, 257, 258, 259, 262, 273, 277, 278, 279, 284, 317, 338, 339, 340, 341)
 
 
 def tile_starts(length: int, tile_size: int, overlap: int, multiple: int = 1) -> list[int]:
@@ -209,6 +217,22 @@ class Derainer:
         )
 
     @property
+    def min_side(self) -> int:
+        """The shortest side, in pixels, an image may have: the network's size multiple.
+
+        The network reflect-pads an image to a multiple of it, which fails for
+        a side of half of it or less; a shorter image is refused by name.
+        """
+        return self.net.size_multiple
+
+    def size_problem(self, height: int, width: int) -> str | None:
+        """Why a ``height x width`` image cannot be derained, or None when it can."""
+        if min(height, width) >= self.min_side:
+            return None
+        side = self.min_side
+        return f"{width}x{height} pixels is too small to derain (at least {side}x{side} needed)"
+
+    @property
     def two_pass(self) -> bool:
         """Whether tiled images need the first pass (the memory updates at inference)."""
         return bool(self.net.use_memory and self.net.memory.updates_at_inference)
@@ -301,6 +325,9 @@ class Derainer:
         if rainy.ndim != 3 or rainy.shape[-1] != 3:
             raise MossError(f"expected one RGB image [H, W, 3], got shape {rainy.shape}")
         height, width = rainy.shape[:2]
+        problem = self.size_problem(height, width)
+        if problem:
+            raise MossError(problem)
         if max(height, width) <= self.tile_size:
             out = self._forward(prepare(rainy)[None])[0].numpy()
             if on_tile is not None:
@@ -436,13 +463,22 @@ def save_like(derained: np.ndarray, source: str | Path, target: str | Path) -> P
     options: dict = {}
     if icc and mode not in ("CMYK", "YCbCr", "LAB"):  # the profile must describe RGB/gray
         options["icc_profile"] = icc
+    if fmt == "TIFF":
+        for tag in _TIFF_LAYOUT_TAGS:  # the result's own layout, not the source's
+            exif.pop(tag, None)
     if exif:
         exif[_ORIENTATION_TAG] = 1
         options["exif"] = exif.tobytes()
     if fmt in ("JPEG", "WEBP"):
         options["quality"] = _LOSSY_QUALITY
     target.parent.mkdir(parents=True, exist_ok=True)
-    image.save(target, format=fmt, **options)
+    # Written beside, then renamed: a failure (a full disk) leaves no half file.
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        image.save(partial, format=fmt, **options)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
     return target
 
 
@@ -467,12 +503,17 @@ def derain_files(
     input_path: str | Path,
     output_dir: str | Path,
     progress: bool = True,
+    max_pixels: int | None = None,
 ) -> tuple[list[Path], list[str]]:
     """Derain a photo, or every photo directly inside a folder, into ``output_dir``.
 
     Each result keeps its file name and is written by :func:`save_like`.
-    Unreadable files in a folder are reported and skipped; a single
-    unreadable file raises.
+    In a folder, a file that cannot be derained (unreadable, truncated, over
+    the pixel limit, smaller than :attr:`Derainer.min_side` on a side, or too
+    large for the memory) is reported and skipped, and the others are
+    written; a single such file raises. ``output_dir`` is checked before any
+    image is read: it must be (or be creatable as) a writable folder other
+    than the input folder.
 
     Args:
         derainer: the :class:`Derainer` to use.
@@ -480,46 +521,96 @@ def derain_files(
         output_dir: created if missing; must not be the input folder.
         progress: show a progress bar (over tiles for one file, over files
             for a folder). Default True.
+        max_pixels: refuse images with more pixels (default: the limit in
+            force, :data:`moss_tf.data.images.MAX_PIXELS` unless set).
 
     Returns:
         ``(written paths, messages of skipped files)``.
 
     Raises:
-        MossError: the input is missing or empty, or a result would overwrite
-            its source; ImageError for a single unreadable file.
+        MossError: the input is missing or empty, ``output_dir`` is unusable,
+            or a result cannot be written (the results written so far stay);
+            ImageError for a single unreadable file.
     """
     input_path, output_dir = Path(input_path), Path(output_dir)
-    if not input_path.exists():
-        raise MossError(f"{input_path}: not found")
-    sources: Sequence[Path] = list_images(input_path) if input_path.is_dir() else [input_path]
-    if not sources:
-        raise MossError(f"{input_path}: no images found (looked for PNG, JPEG, BMP, TIFF, WebP)")
-
-    written, skipped = [], []
+    sources = _photos(input_path)
+    check_output_folder(output_dir, input_path)
     single = not input_path.is_dir()
     bar = (
         keras.utils.Progbar(None if single else len(sources))
         if progress and sys.stdout.isatty()
         else None
     )
+
+    def on_tile(done, total):
+        if bar is not None and single:
+            bar.target = total
+            bar.update(done)
+
+    written, skipped = [], []
     for index, source in enumerate(sources):
         target = output_path(source, input_path, output_dir)
         if target.resolve() == source.resolve():
-            raise MossError(f"{target}: would overwrite the input; choose another --output folder")
+            raise MossError(f"{target}: would overwrite the input; choose another --output")
         try:
-            rainy = read_image(source)
-        except ImageError as err:
+            derained = _derain_file(derainer, source, on_tile, max_pixels)
+        except MossError as err:
             if single:
                 raise
             skipped.append(str(err))
             continue
-
-        def on_tile(done, total, bar=bar):
-            if bar is not None and single:
-                bar.target = total
-                bar.update(done)
-
-        written.append(save_like(derainer.derain_uint8(rainy, on_tile=on_tile), source, target))
+        written.append(_save(derained, source, target, written))
         if bar is not None and not single:
             bar.update(index + 1)
     return written, skipped
+
+
+def _photos(input_path: Path) -> list[Path]:
+    """The photo, or the photos of the folder, ``input_path`` names."""
+    if not input_path.exists():
+        raise MossError(f"{input_path}: not found")
+    sources = list_images(input_path) if input_path.is_dir() else [input_path]
+    if not sources:
+        raise MossError(f"{input_path}: no images found (looked for PNG, JPEG, BMP, TIFF, WebP)")
+    return sources
+
+
+def check_output_folder(output_dir: str | Path, input_path: str | Path | None = None) -> None:
+    """Raise MossError, naming ``output_dir``, when derained photos cannot be written there.
+
+    It must be a folder or creatable as one, writable, and not the input
+    folder (the results would overwrite the photos). Reads no image.
+    """
+    output_dir = Path(output_dir)
+    check_writable_folder(output_dir, "output folder")
+    same = input_path is not None and output_dir.resolve() == Path(input_path).resolve()
+    if same and Path(input_path).is_dir():
+        raise MossError(
+            f"{output_dir}: is the input folder; the results would overwrite the photos "
+            "(choose another output folder)"
+        )
+
+
+def _derain_file(derainer: Derainer, source: Path, on_tile, max_pixels: int | None) -> np.ndarray:
+    """The derained uint8 image of ``source``; MossError (naming it) when it cannot be."""
+    rainy = read_image(source, max_pixels=max_pixels)
+    problem = derainer.size_problem(*rainy.shape[:2])
+    if problem:
+        raise ImageError(f"{source}: {problem}")
+    try:
+        return derainer.derain_uint8(rainy, on_tile=on_tile)
+    except (tf.errors.ResourceExhaustedError, MemoryError):
+        height, width = rainy.shape[:2]
+        raise MossError(
+            f"{source}: not enough memory to derain {width}x{height} pixels "
+            f"(a smaller --tile-size than {derainer.tile_size} needs less)"
+        ) from None
+
+
+def _save(derained: np.ndarray, source: Path, target: Path, written: list[Path]) -> Path:
+    """:func:`save_like`, with a failure to write (a full disk...) named as a MossError."""
+    try:
+        return save_like(derained, source, target)
+    except OSError as err:
+        kept = f"; the {len(written)} result(s) written before it are kept" if written else ""
+        raise MossError(f"{target}: cannot write ({err.strerror or err}){kept}") from None

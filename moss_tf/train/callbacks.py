@@ -87,7 +87,13 @@ class StageState:
     def save(self, path: Path, step: int) -> None:
         """Write the full state to ``path`` (atomic; :func:`~.checkpoints.save_state`)."""
         meta = {**self.meta, "best_psnr": self.best_psnr, "divergence_guard": self.guard.state()}
-        ckpt.save_state(path, self.variables, step, meta)
+        try:
+            ckpt.save_state(path, self.variables, step, meta)
+        except ckpt.CheckpointError as err:  # a full disk, say: stop, keeping the last good one
+            raise TrainingError(
+                f"{err}; training stopped at step {step} (once the file can be written, "
+                "continue with --resume)"
+            ) from None
 
     def describe(self, path: Path) -> str:
         return ckpt.describe(path) if path.is_file() else "none"

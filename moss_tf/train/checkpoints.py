@@ -36,21 +36,40 @@ from moss_tf.train.run_dir import MODEL_WEIGHTS, trained_network_file
 
 CONFIG_FILE = "config.yaml"
 
+# A temporary file is created readable by its owner only; the file renamed
+# into place gets the permissions a plain write would give (0666 less the umask).
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def atomic_write(path: str | Path, write) -> None:
-    """Call ``write(tmp_path)`` then rename onto ``path`` (atomic on POSIX)."""
+    """Call ``write(tmp_path)`` then rename onto ``path`` (atomic on POSIX).
+
+    Raises:
+        CheckpointError: naming ``path``, when the file system refuses (a full
+            disk, no permission); the previous ``path``, if any, is unchanged.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as err:
+        raise CheckpointError(_not_written(path, err)) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def _not_written(path: Path, err: OSError) -> str:
+    kept = "the previous one is kept unchanged" if path.is_file() else "nothing was written"
+    return f"{path}: cannot write ({err.strerror or err}); {kept}"
 
 
 def save_weights(network, path: str | Path) -> None:
@@ -58,9 +77,12 @@ def save_weights(network, path: str | Path) -> None:
 
     def write(tmp):
         # Keras insists on the .weights.h5 suffix: write beside, then move.
-        staged = f"{tmp}.weights.h5"
-        network.save_weights(staged)
-        os.replace(staged, tmp)
+        staged = Path(f"{tmp}.weights.h5")
+        try:
+            network.save_weights(staged)
+            os.replace(staged, tmp)
+        finally:
+            staged.unlink(missing_ok=True)
 
     atomic_write(path, write)
 
@@ -78,15 +100,44 @@ def save_state(path: str | Path, variables: Sequence, step: int, meta: dict) -> 
     atomic_write(path, write)
 
 
+# What a damaged, truncated or foreign .npz raises on reading.
+_UNREADABLE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, UnicodeDecodeError)
+
+
 def read_meta(path: str | Path) -> dict:
-    """The metadata of a training state (step, stage, config, variable paths)."""
+    """The metadata of a training state (step, stage, config, variable paths).
+
+    Raises:
+        CheckpointError: one line naming ``path``: missing, empty, unreadable
+            or not a moss-tf checkpoint.
+    """
+    path = Path(path)
     try:
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"{path}: empty checkpoint (0 bytes){_remedy(path)}")
         with np.load(path) as archive:
-            return json.loads(archive["meta"].tobytes().decode("utf-8"))
+            meta = json.loads(archive["meta"].tobytes().decode("utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"{path}: checkpoint not found") from None
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: not a readable moss-tf checkpoint ({err})") from None
+    except _UNREADABLE as err:
+        reason = getattr(err, "strerror", None) or err
+        raise CheckpointError(
+            f"{path}: not a readable moss-tf checkpoint ({reason}){_remedy(path)}"
+        ) from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("step"), int):
+        raise CheckpointError(f"{path}: not a moss-tf checkpoint (no step in its metadata)")
+    return meta
+
+
+def _remedy(path: Path) -> str:
+    """What to do about a damaged ``last.npz``: its ``best.npz`` is another full state."""
+    best = path.with_name("best.npz")
+    if path.name != "last.npz" or not best.is_file():
+        return ""
+    return (
+        f"; to resume from the best checkpoint instead, copy {best} over it; "
+        "to start the stage afresh, run without --resume"
+    )
 
 
 def restore_state(path: str | Path, variables: Sequence) -> dict:
@@ -103,8 +154,8 @@ def restore_state(path: str | Path, variables: Sequence) -> dict:
     try:
         with np.load(path) as archive:
             arrays = [archive[f"v{i:05d}"] for i in range(len(meta["paths"]))]
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as err:
-        raise CheckpointError(f"{path}: damaged checkpoint ({err})") from None
+    except _UNREADABLE as err:
+        raise CheckpointError(f"{path}: damaged checkpoint ({err}){_remedy(Path(path))}") from None
     if len(arrays) != len(variables):
         raise CheckpointError(
             f"{path}: holds {len(arrays)} variables, this configuration has {len(variables)}: "

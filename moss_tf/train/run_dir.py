@@ -6,12 +6,12 @@ missing pretrained network or an unwritable run directory is reported at once.
 
 from __future__ import annotations
 
-import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from moss_tf.errors import CheckpointError, TrainingError
+from moss_tf.errors import CheckpointError, MossError, TrainingError
 
 MODEL_WEIGHTS = "model.weights.h5"
 
@@ -76,17 +76,40 @@ def initial_weights(
 def check_can_create(folder: Path) -> None:
     """Raise TrainingError, naming ``folder``, when it cannot be created or written.
 
-    Creates nothing: it looks at the nearest folder that exists.
+    Creates nothing that stays: see :func:`check_writable_folder`.
     """
-    existing = folder.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir():
-        raise TrainingError(f"{folder}: cannot create the run directory, {existing} is a file")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise TrainingError(f"{folder}: run directory is not writable ({existing} is read-only)")
+    try:
+        existing = check_writable_folder(folder, "run directory")
+    except MossError as err:
+        raise TrainingError(str(err)) from None
     if shutil.disk_usage(existing).free < 64 * 2**20:
         raise TrainingError(f"{folder}: less than 64 MiB free on its disk for checkpoints")
+
+
+def check_writable_folder(folder: str | Path, what: str = "output folder") -> Path:
+    """Raise MossError, naming ``folder`` (a ``what``), when files cannot be written there.
+
+    ``folder`` may not exist yet: then the nearest folder above it that exists
+    must be writable. Writability is tried with a temporary file, removed at
+    once (permission bits alone do not tell: root ignores them, and a
+    read-only disk or a full quota shows only on writing). Returns the folder tried.
+    """
+    folder = Path(folder)
+    existing = folder.absolute()
+    while not existing.exists() and not existing.is_symlink():
+        existing = existing.parent
+    if existing != folder.absolute() and not existing.is_dir():
+        raise MossError(f"{folder}: cannot create the {what}, {existing} is a file")
+    if not existing.is_dir():
+        raise MossError(f"{folder}: is a file, not a folder; choose another {what}")
+    try:
+        with tempfile.TemporaryFile(dir=existing, prefix=".moss-write-test-"):
+            pass
+    except OSError as err:
+        reason = err.strerror or str(err)
+        where = "" if existing == folder.absolute() else f" ({existing})"
+        raise MossError(f"{folder}: {what} is not writable{where}: {reason}") from None
+    return existing
 
 
 def trained_network_file(run_dir: str | Path | None = None, checkpoint: str | Path | None = None):

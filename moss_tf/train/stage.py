@@ -30,6 +30,7 @@ from moss_tf.train import callbacks as stage_callbacks
 from moss_tf.train import checkpoints as ckpt
 from moss_tf.train.divergence import DivergenceGuard
 from moss_tf.train.run_dir import StagePaths, initial_weights
+from moss_tf.train.run_lock import hold_run_dir
 from moss_tf.train.trainer import STAGES, MOSSTrainer
 
 __all__ = [
@@ -280,8 +281,13 @@ def run_stage(
             (``on_train_batch_end``) and every ``train.validate_every`` steps
             (``on_epoch_end``, whose logs hold ``val_psnr_rgb``). One that sets
             ``model.stop_training`` ends the stage with a checkpoint.
+
+    Raises:
+        RunDirBusy: another run holds ``run_dir`` (:mod:`moss_tf.train.run_lock`).
+        MossError: naming the file, key or step at fault.
     """
-    with precision_policy(cfg):
+    say = _say if verbose else _quiet
+    with precision_policy(cfg), hold_run_dir(run_dir, say):
         return _run_stage(cfg, stage, Path(run_dir), resume, init, strategy, verbose, callbacks)
 
 
@@ -314,9 +320,9 @@ def _run_stage(cfg, stage, run_dir, resume, init, strategy, verbose, callbacks) 
         paths, ckpt.state_variables(trainer), {"stage": stage, "config": cfg.to_dict()}, _guard(cfg)
     )
     step = _restore(state, trainer, StagePaths(run_dir, stage).last, cfg, say) if resume else 0
-    save_config(cfg, paths.folder / ckpt.CONFIG_FILE)
+    _save_config(cfg, paths.folder / ckpt.CONFIG_FILE)
     if is_chief(strategy):
-        save_config(cfg, run_dir / ckpt.CONFIG_FILE)
+        _save_config(cfg, run_dir / ckpt.CONFIG_FILE)
     data = training_data(cfg, stage, step)
 
     def batches(rows=None):
@@ -334,6 +340,11 @@ def _run_stage(cfg, stage, run_dir, resume, init, strategy, verbose, callbacks) 
                 verbose=0,
             )
     return _finish(trainer, state, ours["clock"], ours["validation"].history, run_dir, say)
+
+
+def _save_config(cfg: ExperimentConfig, path: Path) -> None:
+    """:func:`save_config`, atomically (a config.yaml is never half written)."""
+    ckpt.atomic_write(path, lambda tmp: save_config(cfg, tmp))
 
 
 def _resumable(paths: StagePaths, resume: bool, say) -> bool:
@@ -354,7 +365,9 @@ def _stage_folder(run_dir: Path, stage: str, strategy, resume: bool, say) -> Sta
         resolver = strategy.cluster_resolver
         paths = StagePaths(run_dir / "workers" / f"{resolver.task_type}-{resolver.task_id}", stage)
     elif not resume and paths.folder.exists() and any(paths.folder.iterdir()):
-        kept = paths.folder.with_name(f"{stage}.previous-{time.strftime('%Y%m%d-%H%M%S')}")
+        kept = _unused_name(
+            paths.folder.with_name(f"{stage}.previous-{time.strftime('%Y%m%d-%H%M%S')}")
+        )
         paths.folder.rename(kept)
         say(
             f"note: {paths.folder} held an earlier run; moved it to {kept} "
@@ -362,6 +375,15 @@ def _stage_folder(run_dir: Path, stage: str, strategy, resume: bool, say) -> Sta
         )
     ckpt.check_writable(paths.folder / "checkpoints", needed_bytes=64 * 2**20)
     return paths
+
+
+def _unused_name(path: Path) -> Path:
+    """``path``, or ``path-2``, ``path-3``... the first that does not exist."""
+    candidate, number = path, 1
+    while candidate.exists():
+        number += 1
+        candidate = path.with_name(f"{path.name}-{number}")
+    return candidate
 
 
 def _new_trainer(cfg: ExperimentConfig, stage: str, strategy, init: Path | None) -> MOSSTrainer:
@@ -453,7 +475,9 @@ def _finish(trainer, state, clock, history, run_dir: Path, say) -> dict:
     if not paths.best_weights.is_file():
         ckpt.save_weights(trainer.online, paths.best_weights)
     if paths.run_dir == run_dir:  # the chief's (workers write under workers/)
-        shutil.copyfile(paths.best_weights, run_dir / ckpt.MODEL_WEIGHTS)
+        ckpt.atomic_write(
+            run_dir / ckpt.MODEL_WEIGHTS, lambda tmp: shutil.copyfile(paths.best_weights, tmp)
+        )
     summary = {
         "stage": state.meta["stage"],
         "steps": clock.step,
@@ -462,7 +486,8 @@ def _finish(trainer, state, clock, history, run_dir: Path, say) -> dict:
         "last_losses": clock.last_logs,
         "validation": history,
     }
-    (paths.folder / "summary.json").write_text(json.dumps(summary, indent=2))
+    text = json.dumps(summary, indent=2)
+    ckpt.atomic_write(paths.folder / "summary.json", lambda tmp: Path(tmp).write_text(text))
     say(
         f"{summary['stage']} done: {clock.step} steps in {clock.seconds:.0f} s; best validation "
         f"mean PSNR {state.best_psnr:.2f} dB; network for evaluation/export: "
