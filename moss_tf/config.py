@@ -547,7 +547,8 @@ def _read_yaml(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
         return values
     if not isinstance(base, str):
         raise ConfigError(f"{path}: base: expected a file name, got {_shown(base)}")
-    base_path = (path.parent / base).resolve()
+    beside = path.parent / base  # else a shipped config by name, e.g. `base: paper.yaml`
+    base_path = (beside if beside.exists() else find_config(base)).resolve()
     if base_path in chain:
         raise ConfigError(f"{path}: base: {base} includes itself")
     return _merge(_read_yaml(base_path, (*chain, path.resolve())), values)

@@ -125,3 +125,10 @@ def test_holdout_rain_splits_are_rain_mappings_or_null():
         data({"dense": {"density": 2}})
     with pytest.raises(ConfigError, match=r"data\.holdout_rain\.dense\.densty"):
         data({"dense": {"densty": 0.01}})
+
+
+def test_a_copied_config_can_start_from_a_shipped_one_by_name(tmp_path):
+    (tmp_path / "mine.yaml").write_text("base: paper.yaml\ntrain:\n  steps: 7\n")
+    cfg = load_config(tmp_path / "mine.yaml")
+    assert cfg.train.steps == 7
+    assert cfg.model == load_config("paper").model
