@@ -88,7 +88,8 @@ def _test_sets(cfg, paths):
     sets = {}
     for path in paths:
         folder = Path(path).name
-        for split, dataset in build_test_sets(dataclasses.replace(cfg.data, test=path)).items():
+        data = dataclasses.replace(cfg.data, test=path, validation={})
+        for split, dataset in build_test_sets(data).items():
             # Several folders may each have e.g. "dense"/"sparse": prefix the folder.
             name = split if len(paths) == 1 or split == folder else f"{folder}/{split}"
             sets[name] = dataset

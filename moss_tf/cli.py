@@ -126,6 +126,7 @@ def check_data_paths(data) -> None:
         "data.unlabeled.clean": data.unlabeled.clean,
         "data.unlabeled.rain.streaks": data.unlabeled.rain.streaks,
         "data.test": data.test,
+        **{f"data.validation.{name}": path for name, path in data.validation.items()},
     }
     for key, value in paths.items():
         if value is not None and value != BUILTIN:

@@ -161,6 +161,8 @@ _STREAK_RANGE_KEYS = ("streak_scale", "streak_rotation", "streak_intensity")
 BLENDS = ("screen", "add")
 BAD_IMAGE_POLICIES = ("error", "skip")
 LOAD_MODES = ("auto", "memory", "stream")
+# Test splits synthesised on held-out images (besides data.holdout_rain's).
+SYNTHETIC_SPLITS = ("labeled_style", "target_style")
 
 
 def _fail(where: str, key: str, message: str) -> None:
@@ -423,6 +425,13 @@ class DataConfig:
             (a rain mapping as ``labeled.rain``, or ``null`` for no rain: the
             network should leave those images alone). E.g. ``none``,
             ``light`` and ``heavy`` splits to score a model per density.
+        validation: more paired test splits, by name: a folder in any paired
+            layout or a pair list each, scored beside the splits above in
+            training's validation and by ``evaluate.py`` (``--test`` replaces
+            them too). For rain the project did not make, to choose
+            checkpoints (``train.select_on``) and recipes on: these pairs are
+            never trained on, and a folder that is also a training source is
+            an error.
     """
 
     labeled: LabeledConfig = field(default_factory=LabeledConfig)
@@ -435,6 +444,7 @@ class DataConfig:
     load: str = "auto"
     service: str | None = None
     holdout_rain: dict[str, RainConfig | None] = field(default_factory=dict)
+    validation: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -448,6 +458,7 @@ class DataConfig:
                 rain.validate(f"{where}.holdout_rain.{name}")
         if self.holdout_rain and not self.labeled.holdout:
             _fail(where, "holdout_rain", "needs data.labeled.holdout images to rain on")
+        self._validate_validation(where)
         if self.labeled.fraction < 1.0 and self.unlabeled.clean is not None:
             _fail(
                 where,
@@ -469,6 +480,21 @@ class DataConfig:
             _fail(where, "load", f"must be one of {', '.join(LOAD_MODES)}, got {self.load!r}")
         if self.service is not None and not re.fullmatch(r"(grpcs?://)?[^:/\s]+:\d+", self.service):
             _fail(where, "service", f"must be host:port or grpc://host:port, got {self.service!r}")
+
+    def _validate_validation(self, where: str) -> None:
+        taken = {*self.holdout_rain, *SYNTHETIC_SPLITS}
+        for name, path in self.validation.items():
+            if not name or "/" in name:
+                _fail(where, f"validation.{name}", "a split name must be non-empty, without '/'")
+            if name in taken:
+                _fail(
+                    where,
+                    f"validation.{name}",
+                    f"the split name {name!r} is already taken by a synthesised split "
+                    f"({', '.join(sorted(taken))}); choose another",
+                )
+            if not path:
+                _fail(where, f"validation.{name}", "must name a paired folder or pair list")
 
 
 def resolve_path(value: str, key: str) -> Path:
