@@ -57,6 +57,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument(
+        "--per-image",
+        action="store_true",
+        help="the JSON also holds every image's numbers (under 'images'; needs --json)",
+    )
+    parser.add_argument(
         "--output",
         metavar="DIR",
         help="save derained images and rainy|derained|clean panels here "
@@ -74,6 +79,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.input and not args.output:
         parser.error("--input needs --output DIR (where the derained photos are written)")
+    if args.per_image and not args.json:
+        parser.error("--per-image writes every image's numbers into the --json FILE: give --json")
     if args.input and (args.test or args.json):
         parser.error("--input derains photos; --test and --json apply to paired test sets only")
     return args
@@ -133,7 +140,11 @@ def main(argv=None) -> int:
         from moss_tf.evaluation import evaluate, format_table, write_json
 
         results = evaluate(
-            derainer, _test_sets(cfg, args.test), output_dir=args.output, progress=not args.quiet
+            derainer,
+            _test_sets(cfg, args.test),
+            output_dir=args.output,
+            progress=not args.quiet,
+            per_image=args.per_image,
         )
     except MossError as err:
         print(f"error: {err}", file=sys.stderr)

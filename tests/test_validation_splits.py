@@ -133,3 +133,31 @@ def test_select_on_a_split_that_does_not_exist_names_the_key_and_the_splits(tmp_
     bench = _paired_folder(tmp_path / "bench")
     with pytest.raises(ConfigError, match=r"train\.select_on: no validation split 'rain12'.*bench"):
         run_stage(_config(bench, "train.select_on=[rain12]"), "pretrain", tmp_path / "r")
+
+
+def test_evaluate_per_image_numbers_match_the_split_means(tmp_path):
+    import keras
+
+    from moss_tf.config import save_config
+    from moss_tf.model import MOSSNet
+
+    keras.utils.set_random_seed(1)
+    net = MOSSNet(**TINY_MODEL)
+    net.build()
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    save_config(config_from_dict({"name": "t", "model": TINY_MODEL}), run_dir / "config.yaml")
+    net.save_weights(run_dir / "model.weights.h5")
+    bench = _paired_folder(tmp_path / "bench", count=3)
+    out = tmp_path / "r.json"
+    args = ["--run-dir", str(run_dir), "--test", str(bench), "--json", str(out), "--quiet"]
+    assert evaluate.main([*args, "--per-image"]) == 0
+    results = json.loads(out.read_text())
+    rows = results["images"]["bench"]
+    assert [row["name"] for row in rows] == ["0", "1", "2"]
+    for key in ("psnr_rgb", "ssim_y", "input_psnr_rgb"):
+        mean = np.mean([row[key] for row in rows])
+        assert results["splits"]["bench"][key] == pytest.approx(mean, abs=1e-9)
+    assert evaluate.main(args) == 0 and "images" not in json.loads(out.read_text())
+    with pytest.raises(SystemExit):
+        evaluate.parse_args(["--per-image"])  # per-image numbers go into --json
