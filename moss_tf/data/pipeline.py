@@ -98,8 +98,11 @@ class TrainingData:
 # --------------------------------------------------------------------------- crops
 
 
-def _crop_and_flip(images: list[tf.Tensor], crop: int, seed: tf.Tensor) -> list[tf.Tensor]:
-    """The same random ``crop`` x ``crop`` window and horizontal flip for every image."""
+def _crop_and_flip(images: list[tf.Tensor], crop: int, seed: tf.Tensor, with_top: bool = False):
+    """The same random ``crop`` x ``crop`` window and horizontal flip for every image.
+
+    Returns the crops, and with ``with_top`` also the window's first row.
+    """
     seeds = tf.random.experimental.stateless_split(seed, 3)
     shape = tf.shape(images[0])
     top = tf.random.stateless_uniform([], seeds[0], 0, shape[0] - crop + 1, dtype=tf.int32)
@@ -111,7 +114,7 @@ def _crop_and_flip(images: list[tf.Tensor], crop: int, seed: tf.Tensor) -> list[
         window = tf.cond(flip, lambda w=window: tf.reverse(w, axis=[1]), lambda w=window: w)
         window.set_shape([crop, crop, image.shape[-1]])
         out.append(window)
-    return out
+    return (out, top) if with_top else out
 
 
 def _stream(
@@ -327,9 +330,11 @@ def _rain_on_crop(pool: ImageSource, rain: RainSynthesizer, crop: int) -> Callab
 
     def make(index, element_seed):
         crop_seed, rain_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed))
-        (clean,) = _crop_and_flip([pool.get(index)], crop, crop_seed)
+        image = pool.get(index)
+        (clean,), top = _crop_and_flip([image], crop, crop_seed, with_top=True)
         clean = _to_unit(clean)
-        return rain(clean, rain_seed), clean
+        # Rain that depends on the row (accumulation) follows the photo's rows.
+        return rain(clean, rain_seed, rows=(top, tf.shape(image)[0])), clean
 
     return make
 
@@ -375,14 +380,18 @@ def _labeled_source(
                 f"data.labeled.holdout={labeled.holdout} leaves none of the {len(held)} "
                 f"images of {value} for training"
             )
-    pool = loader.images(paths, f"data.labeled.clean ({value})")
+    extra = []
+    for i, folder in enumerate(labeled.extra_clean):
+        extra += loader.paths(folder, f"data.labeled.extra_clean[{i}]")
+    pool = loader.images(paths + extra, f"data.labeled.clean ({value})")
     rainy_clean = _rain_on_crop(pool, loader.synthesizer(labeled.rain, "data.labeled.rain"), crop)
 
     def make(index, element_seed):
         rainy, clean = rainy_clean(index, element_seed)
         return to_model_range(rainy), to_model_range(clean)
 
-    text = f"{len(pool)} clean images from {_where(value)} + rain ({labeled.rain.preset} preset)"
+    where = _where(value) + "".join(f" + {folder}" for folder in labeled.extra_clean)
+    text = f"{len(pool)} clean images from {where} + rain ({labeled.rain.preset} preset)"
     return make, len(pool), [], text
 
 
@@ -564,6 +573,9 @@ def _training_sources(cfg: DataConfig) -> dict[str, Path]:
         "data.unlabeled.rainy": cfg.unlabeled.rainy,
         "data.unlabeled.clean": cfg.unlabeled.clean,
     }
+    values.update(
+        {f"data.labeled.extra_clean[{i}]": v for i, v in enumerate(cfg.labeled.extra_clean)}
+    )
     sources = {}
     for key, value in values.items():
         if value is None or value == BUILTIN:
