@@ -150,6 +150,11 @@ class TrainConfig(Section):
     seed: int = 0
     log_every: int = 10
     validate_every: int = 100
+    # The validation splits whose mean RGB PSNR chooses the best checkpoint
+    # (best.npz, best.weights.h5) and is the logs' val_psnr_rgb; every split
+    # is still scored and logged. Empty: all splits. E.g. the data.validation
+    # splits, to choose on rain the project did not make.
+    select_on: list[str] = field(default_factory=list)
     checkpoint_every: int = 100
     image_every: int = 100
     devices: list[str] = field(default_factory=list)
@@ -193,6 +198,12 @@ class TrainConfig(Section):
         for key in ("steps", "batch_size", "log_every", "validate_every", "checkpoint_every"):
             _check(getattr(self, key) >= 1, where, key, "must be >= 1")
         _check(self.image_every >= 0, where, "image_every", "must be >= 0 (0 = never)")
+        _check(
+            len(set(self.select_on)) == len(self.select_on) and all(self.select_on),
+            where,
+            "select_on",
+            f"must be distinct, non-empty split names, got {self.select_on}",
+        )
         _check(
             self.crop_size >= 8 and self.crop_size % 8 == 0,
             where,
@@ -472,11 +483,25 @@ def _nest(key: str, value: Any) -> dict[str, Any]:
     return value
 
 
+def _section_type(tp: Any) -> Any:
+    """``tp`` without ``| None``: the section (or mapping) an optional field holds."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(tp) if arg is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return tp
+
+
 def _check_override_key(text: str, key: str) -> None:
     """Raise OverrideError, naming ``--set KEY``, when ``key`` is no config key."""
     section: Any = ExperimentConfig
     prefix = ""
     for part in key.split("."):
+        section = _section_type(section)
+        if typing.get_origin(section) is dict:  # a mapping by name: any name is a key
+            section = typing.get_args(section)[1]
+            prefix = f"{prefix}.{part}"
+            continue
         if not dataclasses.is_dataclass(section):
             raise OverrideError(f"--set {text}: {prefix} is a value, not a section")
         known = {f.name for f in dataclasses.fields(section) if f.init}

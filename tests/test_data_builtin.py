@@ -129,14 +129,16 @@ def test_ddn_sirr_config_on_the_development_data(shared_dir):
 
 def test_release_config_scores_the_holdout_per_rain_density(shared_dir):
     data_dir = shared_dir / "data"
-    if not (data_dir / "bsd300_clean").is_dir():
-        pytest.skip(f"{data_dir} has no bsd300_clean")
+    for needed in ("bsd300_clean", "dev_bench"):
+        if not (data_dir / needed).is_dir():
+            pytest.skip(f"{data_dir} has no {needed}")
     # Training leaves most images clean here; the labeled_style split none.
     overrides = ["data.labeled.holdout=2", "data.labeled.rain.clean_probability=0.9"]
     cfg = load_config(CONFIGS / "release.yaml", overrides).data
     tests = {name: list(split.as_numpy_iterator()) for name, split in build_test_sets(cfg).items()}
-    assert list(tests) == ["labeled_style", "none", "light", "medium", "heavy"]
-    assert all(len(items) == 2 for items in tests.values())
+    held_out = ["labeled_style", "none", "light", "medium", "heavy"]
+    assert list(tests) == [*held_out, *cfg.validation]  # then dev_bench: rain made by others
+    assert all(len(tests[name]) == 2 for name in held_out)
     assert all(np.array_equal(i["rainy"], i["clean"]) for i in tests["none"])
     assert not any(np.array_equal(i["rainy"], i["clean"]) for i in tests["labeled_style"])
 

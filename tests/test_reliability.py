@@ -130,8 +130,8 @@ def test_atomic_write_leaves_the_old_file_when_writing_fails(tmp_path):
 def test_bad_serving_requests_are_refused_clearly(tmp_path):
     import tensorflow as tf
     from conftest import TINY_MODEL
-    from moss_tf.export.saved_model import export_saved_model
 
+    from moss_tf.export.saved_model import export_saved_model
     from moss_tf.nn.network import MOSSNet
 
     net = MOSSNet(**TINY_MODEL)

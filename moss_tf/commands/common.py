@@ -134,6 +134,11 @@ def check_data_paths(data) -> None:
         "data.unlabeled.clean": data.unlabeled.clean,
         "data.unlabeled.rain.streaks": data.unlabeled.rain.streaks,
         "data.test": data.test,
+        **{f"data.validation.{name}": path for name, path in data.validation.items()},
+        **{
+            f"data.labeled.extra_clean[{i}]": path
+            for i, path in enumerate(data.labeled.extra_clean)
+        },
     }
     for key, value in paths.items():
         if value is not None and value != BUILTIN:

@@ -64,6 +64,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument(
+        "--per-image",
+        action="store_true",
+        help="the JSON also holds every image's numbers (under 'images'; needs --json)",
+    )
+    parser.add_argument(
         "--output",
         metavar="DIR",
         help="save derained images and rainy|derained|clean panels here "
@@ -91,6 +96,8 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if args.input and not args.output:
         parser.error("--input needs --output DIR (where the derained photos are written)")
+    if args.per_image and not args.json:
+        parser.error("--per-image writes every image's numbers into the --json FILE: give --json")
     if args.input and (args.test or args.json):
         parser.error("--input derains photos; --test and --json apply to paired test sets only")
     return args
@@ -115,7 +122,8 @@ def _test_sets(cfg, paths):
     sets = {}
     for path in paths:
         folder = Path(path).name
-        for split, dataset in build_test_sets(dataclasses.replace(cfg.data, test=path)).items():
+        data = dataclasses.replace(cfg.data, test=path, validation={})
+        for split, dataset in build_test_sets(data).items():
             # Several folders may each have e.g. "dense"/"sparse": prefix the folder.
             name = split if len(paths) == 1 or split == folder else f"{folder}/{split}"
             sets[name] = dataset
@@ -189,7 +197,11 @@ def main(argv=None) -> int:
         from moss_tf.infer.scoring import evaluate, format_table, write_json
 
         results = evaluate(
-            derainer, _test_sets(cfg, args.test), output_dir=args.output, progress=not args.quiet
+            derainer,
+            _test_sets(cfg, args.test),
+            output_dir=args.output,
+            progress=not args.quiet,
+            per_image=args.per_image,
         )
     except MossError as err:
         print(f"error: {err}", file=sys.stderr)

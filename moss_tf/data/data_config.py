@@ -154,6 +154,21 @@ _STREAK_DEFAULTS: dict[str, Any] = {
     "airlight_tint": 0.0,
     "clean_probability": 0.0,
     "shared_angle": False,
+    # Streaks at several depths and rain accumulation that grows with
+    # distance (issue 29): off (no layers, probability 0) unless a preset or
+    # the config turns them on, so earlier rain is drawn exactly as before.
+    "depth_layers": [0, 0],
+    "depth_length": [8.0, 80.0],
+    "depth_width": [1.0, 3.5],
+    "depth_blur": [0.0, 2.0],
+    "depth_intensity": [0.25, 0.45],
+    "depth_density": [0.004, 0.0001],
+    "depth_exposure": [1.0, 1.0],
+    "accumulation_probability": 0.0,
+    "accumulation_near": [0.8, 1.0],
+    "accumulation_far": [0.4, 0.7],
+    "accumulation_horizon": [0.3, 0.6],
+    "accumulation_airlight": [0.35, 0.9],
 }
 
 _RANGE_KEYS = ("length", "width", "angle", "intensity", "haze")
@@ -161,6 +176,9 @@ _STREAK_RANGE_KEYS = ("streak_scale", "streak_rotation", "streak_intensity")
 BLENDS = ("screen", "add")
 BAD_IMAGE_POLICIES = ("error", "skip")
 LOAD_MODES = ("auto", "memory", "stream")
+MAX_DEPTH_LAYERS = 8  # rain.depth_layers: each layer costs a streak rendering
+# Test splits synthesised on held-out images (besides data.holdout_rain's).
+SYNTHETIC_SPLITS = ("labeled_style", "target_style")
 
 
 def _fail(where: str, key: str, message: str) -> None:
@@ -170,6 +188,12 @@ def _fail(where: str, key: str, message: str) -> None:
 def _check_range(values: list[float], where: str, key: str, low: float, high: float) -> None:
     if len(values) != 2 or not (low <= values[0] <= values[1] <= high):
         _fail(where, key, f"must be [min, max] with {low} <= min <= max <= {high}, got {values}")
+
+
+def _check_pair(values: list[float], where: str, key: str, low: float, high: float) -> None:
+    """A [far, near] pair: two values in [low, high], in either order."""
+    if len(values) != 2 or not all(low <= v <= high for v in values):
+        _fail(where, key, f"must be [far, near] with both in [{low}, {high}], got {values}")
 
 
 def _check_probability(value: float, where: str, key: str) -> None:
@@ -225,6 +249,38 @@ class RainConfig:
             no veil), so a network learns to leave rain-free images alone.
         shared_angle: rotate the streak layers by the procedural streaks'
             angle (plus ``streak_rotation``), as rain in one photo falls alike.
+        depth_layers: [min, max] number of extra procedural streak layers per
+            image, each at its own depth (drawn per image; [0, 0] = off). A
+            layer's nearness u is uniform in [0, 1]; each ``depth_*`` pair
+            below is [far, near] and the layer takes the value between them
+            at u (density geometrically): far rain is short, thin, sharp,
+            dense and dim, near rain long, wide, out of focus and sparse.
+            The layers fall at the image's angle, are blurred on their own
+            (not by ``blur``) and are screened onto the other streaks.
+        depth_length: [far, near] streak length in pixels.
+        depth_width: [far, near] streak width in pixels.
+        depth_blur: [far, near] standard deviation of the defocus blur, pixels.
+        depth_intensity: [far, near] brightness of a layer's brightest streak
+            (each streak is 0.5 to 1 times it).
+        depth_density: [far, near] probability that a pixel starts a streak.
+        depth_exposure: [min, max] factor on every layer's length, per image,
+            drawn log-uniformly: a longer exposure draws longer streaks.
+        accumulation_probability: probability that an image gets rain
+            accumulation (a veil ``I = B t + A (1 - t)`` thickening with
+            distance), applied after ``veil`` and before the streaks, only
+            with ``density`` >= ``veil_min_density``; 0 = off. Distance comes
+            from the image row, as on a ground plane seen level: rows at
+            and above the horizon are far, distance falls towards the bottom
+            row as ``1 / (row - horizon)``. Training crops use their rows in
+            the whole photo.
+        accumulation_near: [min, max] transmission t at the bottom row.
+        accumulation_far: [min, max] transmission at and above the horizon
+            (t never falls below it).
+        accumulation_horizon: [min, max] horizon row, as a fraction of the
+            image height from the top.
+        accumulation_airlight: [min, max] grey level of the airlight A (each
+            channel moved by up to ``airlight_tint``); rain fog seen against
+            an overcast sky is often darker than white.
     """
 
     preset: str = "light"
@@ -248,6 +304,18 @@ class RainConfig:
     airlight_tint: float | None = None
     clean_probability: float | None = None
     shared_angle: bool | None = None
+    depth_layers: list[int] | None = None
+    depth_length: list[float] | None = None
+    depth_width: list[float] | None = None
+    depth_blur: list[float] | None = None
+    depth_intensity: list[float] | None = None
+    depth_density: list[float] | None = None
+    depth_exposure: list[float] | None = None
+    accumulation_probability: float | None = None
+    accumulation_near: list[float] | None = None
+    accumulation_far: list[float] | None = None
+    accumulation_horizon: list[float] | None = None
+    accumulation_airlight: list[float] | None = None
 
     def __post_init__(self) -> None:
         # An unknown preset is reported by validate(), which knows the key path.
@@ -297,6 +365,31 @@ class RainConfig:
             _fail(where, "clean_probability", "is 1: every image would be left clean")
         if self.density == 0.0 and self.streaks is None:
             _fail(where, "density", "is 0 and no streaks folder is set: this rain adds nothing")
+        self._validate_depth(where)
+        self._validate_accumulation(where)
+
+    def _validate_depth(self, where: str) -> None:
+        layers = self.depth_layers
+        if len(layers) != 2 or not 0 <= layers[0] <= layers[1] <= MAX_DEPTH_LAYERS:
+            _fail(
+                where,
+                "depth_layers",
+                f"must be [min, max] whole numbers with 0 <= min <= max <= {MAX_DEPTH_LAYERS}, "
+                f"got {layers}",
+            )
+        _check_pair(self.depth_length, where, "depth_length", 1.0, 512.0)
+        _check_pair(self.depth_width, where, "depth_width", 0.5, 32.0)
+        _check_pair(self.depth_blur, where, "depth_blur", 0.0, 8.0)
+        _check_pair(self.depth_intensity, where, "depth_intensity", 0.0, 1.0)
+        _check_pair(self.depth_density, where, "depth_density", 1e-6, 0.5)
+        _check_range(self.depth_exposure, where, "depth_exposure", 0.1, 10.0)
+
+    def _validate_accumulation(self, where: str) -> None:
+        _check_probability(self.accumulation_probability, where, "accumulation_probability")
+        _check_range(self.accumulation_near, where, "accumulation_near", 0.05, 1.0)
+        _check_range(self.accumulation_far, where, "accumulation_far", 0.05, 1.0)
+        _check_range(self.accumulation_horizon, where, "accumulation_horizon", 0.0, 0.95)
+        _check_range(self.accumulation_airlight, where, "accumulation_airlight", 0.0, 1.0)
 
 
 def _style_a() -> RainConfig:
@@ -323,6 +416,9 @@ class LabeledConfig:
             to synthesise test pairs when ``data.test`` is unset (default 0).
             The built-in data has a fixed held-out set instead.
         rain: rain added to ``clean`` (default preset ``fine_vertical``).
+        extra_clean: more folders (or lists) of clean images that join the
+            training backgrounds of ``clean`` (default none); never held out,
+            so the held-out test images stay those of ``clean``.
     """
 
     pairs: str | None = None
@@ -330,6 +426,7 @@ class LabeledConfig:
     clean: str | None = None
     holdout: int = 0
     rain: RainConfig = field(default_factory=_style_a)
+    extra_clean: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -351,6 +448,8 @@ class LabeledConfig:
             _fail(where, "holdout", f"must be >= 0, got {self.holdout}")
         if self.holdout and (self.pairs is not None or self.is_builtin):
             _fail(where, "holdout", "only applies to a labeled.clean folder or list")
+        if self.extra_clean and self.pairs is not None:
+            _fail(where, "extra_clean", "adds backgrounds for synthetic rain: not with pairs")
         self.rain.validate(f"{where}.rain")
 
 
@@ -427,6 +526,13 @@ class DataConfig:
             (a rain mapping as ``labeled.rain``, or ``null`` for no rain: the
             network should leave those images alone). E.g. ``none``,
             ``light`` and ``heavy`` splits to score a model per density.
+        validation: more paired test splits, by name: a folder in any paired
+            layout or a pair list each, scored beside the splits above in
+            training's validation and by ``evaluate.py`` (``--test`` replaces
+            them too). For rain the project did not make, to choose
+            checkpoints (``train.select_on``) and recipes on: these pairs are
+            never trained on, and a folder that is also a training source is
+            an error.
     """
 
     labeled: LabeledConfig = field(default_factory=LabeledConfig)
@@ -440,6 +546,7 @@ class DataConfig:
     load: str = "auto"
     service: str | None = None
     holdout_rain: dict[str, RainConfig | None] = field(default_factory=dict)
+    validation: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -453,6 +560,7 @@ class DataConfig:
                 rain.validate(f"{where}.holdout_rain.{name}")
         if self.holdout_rain and not self.labeled.holdout:
             _fail(where, "holdout_rain", "needs data.labeled.holdout images to rain on")
+        self._validate_validation(where)
         if self.labeled.fraction < 1.0 and self.unlabeled.clean is not None:
             _fail(
                 where,
@@ -476,6 +584,21 @@ class DataConfig:
             _fail(where, "load", f"must be one of {', '.join(LOAD_MODES)}, got {self.load!r}")
         if self.service is not None and not re.fullmatch(r"(grpcs?://)?[^:/\s]+:\d+", self.service):
             _fail(where, "service", f"must be host:port or grpc://host:port, got {self.service!r}")
+
+    def _validate_validation(self, where: str) -> None:
+        taken = {*self.holdout_rain, *SYNTHETIC_SPLITS}
+        for name, path in self.validation.items():
+            if not name or "/" in name:
+                _fail(where, f"validation.{name}", "a split name must be non-empty, without '/'")
+            if name in taken:
+                _fail(
+                    where,
+                    f"validation.{name}",
+                    f"the split name {name!r} is already taken by a synthesised split "
+                    f"({', '.join(sorted(taken))}); choose another",
+                )
+            if not path:
+                _fail(where, f"validation.{name}", "must name a paired folder or pair list")
 
 
 def resolve_path(value: str, key: str) -> Path:

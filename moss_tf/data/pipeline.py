@@ -48,7 +48,7 @@ from moss_tf.data.pool import (
 from moss_tf.data.rain import RainSynthesizer
 from moss_tf.data.ranges import to_model_range
 from moss_tf.data.stream import FileImages, ImageProbe, probe_images, scaled_size
-from moss_tf.errors import DataError
+from moss_tf.errors import ConfigError, DataError
 
 __all__ = ["TrainingData", "build_test_sets", "build_training_data"]
 
@@ -99,8 +99,11 @@ class TrainingData:
 # --------------------------------------------------------------------------- crops
 
 
-def _crop_and_flip(images: list[tf.Tensor], crop: int, seed: tf.Tensor) -> list[tf.Tensor]:
-    """The same random ``crop`` x ``crop`` window and horizontal flip for every image."""
+def _crop_and_flip(images: list[tf.Tensor], crop: int, seed: tf.Tensor, with_top: bool = False):
+    """The same random ``crop`` x ``crop`` window and horizontal flip for every image.
+
+    Returns the crops, and with ``with_top`` also the window's first row.
+    """
     seeds = tf.random.experimental.stateless_split(seed, 3)
     shape = tf.shape(images[0])
     top = tf.random.stateless_uniform([], seeds[0], 0, shape[0] - crop + 1, dtype=tf.int32)
@@ -112,7 +115,7 @@ def _crop_and_flip(images: list[tf.Tensor], crop: int, seed: tf.Tensor) -> list[
         window = tf.cond(flip, lambda w=window: tf.reverse(w, axis=[1]), lambda w=window: w)
         window.set_shape([crop, crop, image.shape[-1]])
         out.append(window)
-    return out
+    return (out, top) if with_top else out
 
 
 def _stream(
@@ -328,9 +331,11 @@ def _rain_on_crop(pool: ImageSource, rain: RainSynthesizer, crop: int) -> Callab
 
     def make(index, element_seed):
         crop_seed, rain_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed))
-        (clean,) = _crop_and_flip([pool.get(index)], crop, crop_seed)
+        image = pool.get(index)
+        (clean,), top = _crop_and_flip([image], crop, crop_seed, with_top=True)
         clean = _to_unit(clean)
-        return rain(clean, rain_seed), clean
+        # Rain that depends on the row (accumulation) follows the photo's rows.
+        return rain(clean, rain_seed, rows=(top, tf.shape(image)[0])), clean
 
     return make
 
@@ -376,14 +381,18 @@ def _labeled_source(
                 f"data.labeled.holdout={labeled.holdout} leaves none of the {len(held)} "
                 f"images of {value} for training"
             )
-    pool = loader.images(paths, f"data.labeled.clean ({value})")
+    extra = []
+    for i, folder in enumerate(labeled.extra_clean):
+        extra += loader.paths(folder, f"data.labeled.extra_clean[{i}]")
+    pool = loader.images(paths + extra, f"data.labeled.clean ({value})")
     rainy_clean = _rain_on_crop(pool, loader.synthesizer(labeled.rain, "data.labeled.rain"), crop)
 
     def make(index, element_seed):
         rainy, clean = rainy_clean(index, element_seed)
         return to_model_range(rainy), to_model_range(clean)
 
-    text = f"{len(pool)} clean images from {_where(value)} + rain ({labeled.rain.preset} preset)"
+    where = _where(value) + "".join(f" + {folder}" for folder in labeled.extra_clean)
+    text = f"{len(pool)} clean images from {where} + rain ({labeled.rain.preset} preset)"
     return make, len(pool), [], text
 
 
@@ -562,6 +571,63 @@ def _synthetic_split(
     return _pairs_dataset(ImagePool(rainy), clean_pool, list(range(len(names))), names)
 
 
+def _load_test_split(pairs: list[Pair], what: str, on_bad_image: str) -> tf.data.Dataset:
+    """A finite dataset of test ``pairs``, full size, in their order."""
+    rainy, clean, clean_index, kept = load_pairs(pairs, what=what, on_bad_image=on_bad_image)
+    names = [p.name for p in kept]
+    return _pairs_dataset(ImagePool(rainy), ImagePool(clean), clean_index, names)
+
+
+def _training_sources(cfg: DataConfig) -> dict[str, Path]:
+    """Config key -> resolved folder or list of each training source that exists on disk."""
+    values = {
+        "data.labeled.pairs": cfg.labeled.pairs,
+        "data.labeled.clean": cfg.labeled.clean,
+        "data.unlabeled.rainy": cfg.unlabeled.rainy,
+        "data.unlabeled.clean": cfg.unlabeled.clean,
+    }
+    values.update(
+        {f"data.labeled.extra_clean[{i}]": v for i, v in enumerate(cfg.labeled.extra_clean)}
+    )
+    sources = {}
+    for key, value in values.items():
+        if value is None or value == BUILTIN:
+            continue
+        try:
+            sources[key] = resolve_path(value, key)
+        except ConfigError:
+            continue  # a missing training source is reported by the training build
+    return sources
+
+
+def _check_never_trained_on(source: Path, key: str, cfg: DataConfig) -> None:
+    """DataError when validation ``source`` is, holds or lies in a training source."""
+    for train_key, train_source in _training_sources(cfg).items():
+        if (
+            source == train_source
+            or train_source in source.parents
+            or source in train_source.parents
+        ):
+            raise DataError(
+                f"{key}: {source} overlaps the training source {train_key} ({train_source}); "
+                "validation pairs must never be trained on"
+            )
+
+
+def _validation_splits(cfg: DataConfig, taken: set[str]) -> dict[str, tf.data.Dataset]:
+    """The ``data.validation`` splits: one per name, all the pairs of its folder or list."""
+    sets = {}
+    for name, value in cfg.validation.items():
+        key = f"data.validation.{name}"
+        if name in taken:
+            raise DataError(f"{key}: the split name {name!r} is already a split of data.test")
+        source = resolve_path(value, key)
+        _check_never_trained_on(source, key, cfg)
+        pairs, _ = find_pairs(source, cfg.on_bad_image)
+        sets[name] = _load_test_split(pairs, f"{key} ({source})", cfg.on_bad_image)
+    return sets
+
+
 @_within_pixel_limit
 def build_test_sets(data_cfg: DataConfig) -> dict[str, tf.data.Dataset]:
     """Named test splits: dicts ``{"name", "rainy", "clean"}``, unbatched and finite.
@@ -578,22 +644,28 @@ def build_test_sets(data_cfg: DataConfig) -> dict[str, tf.data.Dataset]:
         * ``data.labeled.clean`` with ``holdout``: ``labeled_style`` on the
           held-out images, plus ``target_style`` when ``data.unlabeled.clean``
           is set.
+        * then one split per ``data.validation`` name (rain made by others,
+          for choosing checkpoints and recipes).
 
     Raises:
-        ConfigError, DataError, ImageError: as for the training data.
+        ConfigError, DataError, ImageError: as for the training data; also a
+        DataError when a ``data.validation`` folder overlaps a training source.
     """
+    sets = _held_out_sets(data_cfg)
+    sets.update(_validation_splits(data_cfg, set(sets)))
+    return sets
+
+
+def _held_out_sets(data_cfg: DataConfig) -> dict[str, tf.data.Dataset]:
+    """The splits of ``data.test``, or those synthesised on the held-out images."""
     cfg = data_cfg
     loader = _Loader(cfg, min_side=1)
     if cfg.test is not None:
         source = resolve_path(cfg.test, "data.test")
-        sets = {}
-        for name, pairs in find_test_splits(source, cfg.on_bad_image).items():
-            rainy, clean, clean_index, kept = load_pairs(
-                pairs, what=f"data.test ({source})", on_bad_image=cfg.on_bad_image
-            )
-            names = [p.name for p in kept]
-            sets[name] = _pairs_dataset(ImagePool(rainy), ImagePool(clean), clean_index, names)
-        return sets
+        return {
+            name: _load_test_split(pairs, f"data.test ({source})", cfg.on_bad_image)
+            for name, pairs in find_test_splits(source, cfg.on_bad_image).items()
+        }
 
     if cfg.labeled.is_builtin:
         clean, names = builtin.builtin_test_tiles()
@@ -604,10 +676,13 @@ def build_test_sets(data_cfg: DataConfig) -> dict[str, tf.data.Dataset]:
         clean, kept = load_images(held, what="data.labeled.holdout", on_bad_image=cfg.on_bad_image)
         names = [p.stem for p in kept]
         with_target = cfg.unlabeled.clean is not None
+    elif cfg.validation:
+        return {}  # the data.validation splits are the test sets
     else:
         raise DataError(
             "no test set: set data.test=PATH (a folder in any paired layout), or "
-            "data.labeled.holdout=N to hold out N of the data.labeled.clean images"
+            "data.labeled.holdout=N to hold out N of the data.labeled.clean images, "
+            "or data.validation.NAME=PATH"
         )
     # Every labeled_style image gets rain: one left clean (clean_probability)
     # would make the split's rainy-input PSNR infinite; the ``none`` split of

@@ -29,7 +29,14 @@ import tensorflow as tf
 from moss_tf.data.data_config import RainConfig
 from moss_tf.data.pool import ImagePool
 
-__all__ = ["RainSynthesizer", "procedural_streaks", "streak_density", "streak_layer_rain"]
+__all__ = [
+    "RainSynthesizer",
+    "accumulation_transmission",
+    "depth_layers",
+    "procedural_streaks",
+    "streak_density",
+    "streak_layer_rain",
+]
 
 # Brightness of the haze veil, drawn per image: rain haze is a light grey.
 _HAZE_LIGHT = (0.8, 0.95)
@@ -153,9 +160,31 @@ def procedural_streaks(
         density = streak_density(rain, seed)
     length = _uniform(seeds[1], rain.length)
     thickness = _uniform(seeds[2], rain.width)
+    sizes = (_taps(rain.length[1], rain.width[1]), length, thickness)
+    return _draw_streaks(
+        height,
+        width,
+        sizes,
+        angle,
+        density,
+        seeds[3],
+        lambda shape: _uniform(seeds[4], rain.intensity, shape),
+    )
 
-    long_taps = 2 * math.ceil(rain.length[1] / 2) + 1
-    cross_taps = 2 * math.ceil(1.5 * rain.width[1]) + 1
+
+def _taps(max_length: float, max_width: float) -> tuple[int, int]:
+    """(along, across) kernel taps of streaks up to ``max_length`` long and ``max_width`` wide."""
+    return 2 * math.ceil(max_length / 2) + 1, 2 * math.ceil(1.5 * max_width) + 1
+
+
+def _draw_streaks(height, width, sizes, angle, density, starts_seed, brightness) -> tf.Tensor:
+    """Streaks of one length, width and angle from random starts: ``[H, W, 1]`` in [0, 1].
+
+    ``sizes`` is ``((long_taps, cross_taps), length, thickness)``: the static
+    kernel sizes (from the largest length and width) and this layer's values;
+    ``brightness(shape)`` draws each start's brightness.
+    """
+    (long_taps, cross_taps), length, thickness = sizes
     steps = tf.range(long_taps, dtype=tf.float32) - long_taps // 2
     along = tf.clip_by_value(1.0 - tf.square(steps / (length / 2.0 + 0.5)), 0.0, 1.0)
     offsets = tf.range(cross_taps, dtype=tf.float32) - cross_taps // 2
@@ -168,9 +197,8 @@ def procedural_streaks(
     side = tf.cast(tf.math.ceil(diagonal), tf.int32) + 2
     # Extra margins so that streaks starting outside the canvas still reach into it.
     seed_shape = tf.stack([side + long_taps - 1, side + cross_taps - 1])
-    starts = tf.random.stateless_uniform(seed_shape, seed=seeds[3]) < density
-    brightness = _uniform(seeds[4], rain.intensity, seed_shape)
-    canvas = tf.where(starts, brightness, 0.0)[None, :, :, None]
+    starts = tf.random.stateless_uniform(seed_shape, seed=starts_seed) < density
+    canvas = tf.where(starts, brightness(seed_shape), 0.0)[None, :, :, None]
     canvas = tf.nn.conv2d(canvas, tf.reshape(along, [long_taps, 1, 1, 1]), 1, "VALID")
     canvas = tf.nn.conv2d(canvas, tf.reshape(across, [1, cross_taps, 1, 1]), 1, "VALID")
     center = (tf.cast(side, tf.float32) - 1.0) / 2.0
@@ -208,6 +236,62 @@ def streak_layer_rain(
     return tf.clip_by_value(placed * _uniform(seeds[4], rain.streak_intensity), 0.0, 1.0)
 
 
+def depth_layers(
+    height: tf.Tensor, width: tf.Tensor, rain: RainConfig, seed: tf.Tensor, angle: tf.Tensor
+) -> tf.Tensor:
+    """Streaks at several depths (``rain.depth_*``), screened together: ``[H, W, 1]`` in [0, 1].
+
+    The number of layers is drawn from ``rain.depth_layers``; each layer's
+    nearness u uniformly in [0, 1] sets its length, width, blur, brightness
+    and density between the [far, near] pairs. All fall at ``angle`` (radians).
+    """
+    low, high = rain.depth_layers
+    seeds = tf.random.experimental.stateless_split(seed, 2 + high)
+    count = tf.random.stateless_uniform([], seeds[0], low, high + 1, dtype=tf.int32)
+    exposure = _log_uniform(seeds[1], rain.depth_exposure)
+    taps = _taps(max(rain.depth_length) * rain.depth_exposure[1], max(rain.depth_width))
+    max_blur = max(rain.depth_blur)
+    log_density = [math.log(d) for d in rain.depth_density]
+    total = tf.zeros(tf.stack([height, width, 1]))
+    for k in range(high):
+        parts = tf.random.experimental.stateless_split(seeds[2 + k], 4)
+        nearness = tf.random.stateless_uniform([], parts[0])
+
+        def at(pair, u=nearness):
+            return pair[0] + (pair[1] - pair[0]) * u
+
+        peak = at(rain.depth_intensity)
+
+        def brightness(shape, peak=peak, seed=parts[2]):
+            return peak * tf.random.stateless_uniform(shape, seed, 0.5, 1.0)
+
+        sizes = (taps, at(rain.depth_length) * exposure, at(rain.depth_width))
+        density = tf.exp(at(log_density))
+        layer = _draw_streaks(height, width, sizes, angle, density, parts[1], brightness)
+        if max_blur > 0:
+            layer = _gaussian_blur(layer, at(rain.depth_blur), max_blur)
+        layer = tf.where(k < count, layer, 0.0)
+        total = 1.0 - (1.0 - total) * (1.0 - layer)
+    return total
+
+
+def accumulation_transmission(
+    rows: tf.Tensor, near: tf.Tensor, far: tf.Tensor, horizon: tf.Tensor
+) -> tf.Tensor:
+    """Transmission of rain accumulation at image ``rows`` (fractions of the height from the top).
+
+    A ground plane seen level: distance ``∝ 1 / (row - horizon)`` below the
+    horizon, so optical depth ``-ln t`` is ``-ln(near)`` at the bottom row
+    (row 1) and grows towards the horizon; it is capped at ``-ln(far)``,
+    which holds at and above the horizon.
+    """
+    thickest = -tf.math.log(far)
+    below = tf.maximum(rows - horizon, 1e-6)
+    depth = -tf.math.log(near) * (1.0 - horizon) / below
+    depth = tf.where(rows > horizon, tf.minimum(depth, thickest), thickest)
+    return tf.exp(-depth)
+
+
 class RainSynthesizer:
     """Adds rain described by a :class:`RainConfig` to clean images.
 
@@ -228,8 +312,13 @@ class RainSynthesizer:
         self.rain = rain
         self.layers = layers
 
-    def __call__(self, clean: tf.Tensor, seed) -> tf.Tensor:
-        """Rainy version of ``clean`` float32 ``[H, W, 3]`` in [0, 1]; same range out."""
+    def __call__(self, clean: tf.Tensor, seed, rows=None) -> tf.Tensor:
+        """Rainy version of ``clean`` float32 ``[H, W, 3]`` in [0, 1]; same range out.
+
+        ``rows``: ``(first_row, photo_height)`` when ``clean`` is a crop of a
+        larger photo, so rain that depends on the row (accumulation) follows
+        the photo's rows; default: ``clean`` is the whole photo.
+        """
         rain = self.rain
         seed = tf.cast(tf.convert_to_tensor(seed), tf.int64)
         seeds = tf.random.experimental.stateless_split(seed, 4)
@@ -245,6 +334,8 @@ class RainSynthesizer:
         density = streak_density(rain, seeds[2])
         if rain.veil_probability > 0:
             image = self._veil(image, extra[0], density)
+        if rain.accumulation_probability > 0:
+            image = self._accumulation(image, _fold(seed, 3), density, rows)
 
         angle = None
         if rain.shared_angle:
@@ -259,6 +350,12 @@ class RainSynthesizer:
         if rain.blur[1] > 0:
             sigma = _uniform(extra[2], rain.blur)
             streaks = _gaussian_blur(streaks, sigma, rain.blur[1])
+        if rain.depth_layers[1] > 0:
+            if angle is None:  # the angle procedural_streaks drew (or would draw) for this image
+                angle_seed = tf.random.experimental.stateless_split(seeds[2], 5)[0]
+                angle = _uniform(angle_seed, rain.angle) * (math.pi / 180.0)
+            layers = depth_layers(height, width, rain, _fold(seed, 4), angle)
+            streaks = 1.0 - (1.0 - streaks) * (1.0 - layers)
 
         if rain.blend == "add":
             rainy = tf.clip_by_value(image + streaks, 0.0, 1.0)
@@ -289,6 +386,35 @@ class RainSynthesizer:
         tint = _uniform(seeds[4], (-rain.airlight_tint, rain.airlight_tint), [3])
         airlight = tf.clip_by_value(_uniform(seeds[3], rain.airlight) + tint, 0.0, 1.0)
         return image * transmission + airlight * (1.0 - transmission)
+
+    def _accumulation(self, image: tf.Tensor, seed: tf.Tensor, density, rows) -> tf.Tensor:
+        """Rain accumulation thickening with distance (:func:`accumulation_transmission`)."""
+        rain = self.rain
+        seeds = tf.random.experimental.stateless_split(seed, 6)
+        applied = tf.logical_and(
+            tf.random.stateless_uniform([], seeds[0]) < rain.accumulation_probability,
+            density >= rain.veil_min_density,
+        )
+        transmission = accumulation_transmission(
+            _row_fractions(tf.shape(image)[0], rows),
+            _uniform(seeds[1], rain.accumulation_near),
+            _uniform(seeds[2], rain.accumulation_far),
+            _uniform(seeds[3], rain.accumulation_horizon),
+        )
+        tint = _uniform(seeds[5], (-rain.airlight_tint, rain.airlight_tint), [3])
+        airlight = tf.clip_by_value(_uniform(seeds[4], rain.accumulation_airlight) + tint, 0.0, 1.0)
+        veiled = image * transmission + airlight * (1.0 - transmission)
+        return tf.where(applied, veiled, image)
+
+
+def _row_fractions(height: tf.Tensor, rows) -> tf.Tensor:
+    """Each row of an image ``height`` rows tall as a fraction of its photo's height, ``[H, 1, 1]``.
+
+    ``rows`` is ``(first_row, photo_height)`` for a crop, or None for a whole photo.
+    """
+    first, total = (0, height) if rows is None else rows
+    index = tf.cast(first, tf.float32) + tf.range(tf.cast(height, tf.float32))
+    return (index / tf.maximum(tf.cast(total, tf.float32) - 1.0, 1.0))[:, None, None]
 
 
 def _has_density(density) -> bool:

@@ -7,6 +7,11 @@ rain from consecutive seeds::
     python -m moss_tf.data.rain_samples --output docs/rain_realistic.png
     python -m moss_tf.data.rain_samples --preset heavy --streaks none --output heavy.png
     python -m moss_tf.data.rain_samples --stats ../shared/data/bsd300_clean
+    python -m moss_tf.data.rain_samples --streaks none --set depth_layers=[1,3] \
+        --set accumulation_probability=1 --output depth.png
+
+``--set KEY=VALUE`` sets a key of the rain (``data.labeled.rain`` of a
+config: a YAML value), ``--config FILE`` starts from that config's labeled rain.
 
 ``--stats FOLDER`` prints instead how strong the rain is: PSNR of rainy vs
 clean on centre crops of the folder's first photographs (by name), one seed
@@ -46,21 +51,48 @@ def _layers(streaks: str | None) -> ImagePool | None:
     return ImagePool([read_image(p)[..., :1].copy() for p in files])
 
 
+def rain_config(preset: str, streaks: str | None, keys: dict | None = None) -> RainConfig:
+    """The rain of ``preset`` with streak layers ``streaks`` and ``keys`` set, checked.
+
+    Raises:
+        ConfigError: naming ``data.labeled.rain.KEY`` for a bad key or value.
+    """
+    from moss_tf.config import config_from_dict
+
+    values = {"preset": preset, "streaks": streaks, **(keys or {})}
+    return config_from_dict({"data": {"labeled": {"rain": values}}}).data.labeled.rain
+
+
 def render_grid(
-    preset: str, streaks: str | None, columns: int = 4, crop: int = 224, seed: int = 0
+    preset: str | RainConfig,
+    streaks: str | None,
+    columns: int = 4,
+    crop: int = 224,
+    seed: int = 0,
 ) -> np.ndarray:
-    """uint8 grid: one row per photograph, clean crop then ``columns`` rainy versions."""
+    """uint8 grid: one row per photograph, clean crop then ``columns`` rainy versions.
+
+    ``preset`` is a preset name or a whole :class:`RainConfig` (then its own
+    ``streaks`` folder is used, not ``streaks``).
+    """
     import tensorflow as tf
 
     from moss_tf.data.rain import RainSynthesizer
 
-    synth = RainSynthesizer(RainConfig(preset=preset, streaks=streaks), _layers(streaks))
+    rain = RainConfig(preset=preset, streaks=streaks) if isinstance(preset, str) else preset
+    synth = RainSynthesizer(rain, _layers(rain.streaks))
     rows = []
     for row, path in enumerate(builtin_paths(list(PHOTOS))):
-        clean = _center_crop(read_image(path), crop).astype(np.float32) / 255.0
+        photo = read_image(path)
+        clean = _center_crop(photo, crop).astype(np.float32) / 255.0
+        first_row = (photo.shape[0] - crop) // 2  # the crop's rows in the photo
         cells = [clean]
         for col in range(columns):
-            rainy = synth(tf.constant(clean), seed=[seed, row * columns + col])
+            rainy = synth(
+                tf.constant(clean),
+                seed=[seed, row * columns + col],
+                rows=(first_row, photo.shape[0]),
+            )
             cells.append(rainy.numpy())
         rows.append(cells)
     height = len(rows) * crop + (len(rows) - 1) * GAP
@@ -78,7 +110,7 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
 
 
 def rain_psnrs(
-    preset: str, streaks: str | None, folder: str, count: int = 64, crop: int = 256
+    preset: str | RainConfig, streaks: str | None, folder: str, count: int = 64, crop: int = 256
 ) -> np.ndarray:
     """PSNR (dB, paper convention) of rainy vs clean on centre crops of the
     first ``count`` photographs in ``folder``, seed ``[0, i]`` for the i-th;
@@ -89,7 +121,8 @@ def rain_psnrs(
     from moss_tf.data.rain import RainSynthesizer
     from moss_tf.infer.metrics import psnr_rgb
 
-    synth = RainSynthesizer(RainConfig(preset=preset, streaks=streaks), _layers(streaks))
+    rain = RainConfig(preset=preset, streaks=streaks) if isinstance(preset, str) else preset
+    synth = RainSynthesizer(rain, _layers(rain.streaks))
     values = []
     for i, path in enumerate(list_images(resolve_path(folder, "--stats"))[:count]):
         clean = _center_crop(read_image(path), crop)
@@ -98,8 +131,9 @@ def rain_psnrs(
     return np.array(values, np.float64)
 
 
-def _print_stats(preset: str, streaks: str | None, folder: str) -> None:
-    values = rain_psnrs(preset, streaks, folder)
+def _print_stats(rain: RainConfig, folder: str) -> None:
+    preset = rain.preset
+    values = rain_psnrs(rain, None, folder)
     rained = values[np.isfinite(values)]
     print(
         f"{preset} on {len(values)} crops of {folder}: {len(values) - len(rained)} left clean; "
@@ -120,6 +154,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--columns", type=int, default=4, help="rainy versions per photo")
     parser.add_argument("--crop", type=int, default=224, help="crop side in pixels")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--set",
+        dest="keys",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a rain key (YAML value), e.g. --set depth_layers=[1,3]; repeatable",
+    )
+    parser.add_argument("--config", help="start from this experiment's data.labeled.rain")
     args = parser.parse_args(argv)
     if (args.output is None) == (args.stats is None):
         parser.error("give --output (a sample grid) or --stats FOLDER (rain strength)")
@@ -133,13 +176,34 @@ def main(argv: list[str] | None = None) -> None:
     elif streaks == "none":
         streaks = None
     if args.stats is not None:
-        _print_stats(args.preset, streaks, args.stats)
+        _print_stats(_chosen_rain(args, streaks), args.stats)
         return
-    grid = render_grid(args.preset, streaks, args.columns, args.crop, args.seed)
+    rain = _chosen_rain(args, streaks)
+    grid = render_grid(rain, None, args.columns, args.crop, args.seed)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(grid).save(output, optimize=True)
-    print(f"wrote {output} ({args.preset}, streak layers: {streaks or 'none'})")
+    print(f"wrote {output} ({rain.preset}, streak layers: {rain.streaks or 'none'})")
+
+
+def _chosen_rain(args, streaks: str | None) -> RainConfig:
+    """The rain of ``--preset``/``--config`` with ``--streaks`` and every ``--set`` applied."""
+    import yaml
+
+    keys = {}
+    for text in args.keys:
+        key, sep, value = text.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {text!r}: expected KEY=VALUE, e.g. depth_layers=[1,3]")
+        keys[key.strip()] = yaml.safe_load(value)
+    if args.config is None:
+        return rain_config(args.preset, streaks, keys)
+    from moss_tf.config import load_config
+
+    base = load_config(args.config).data.labeled.rain.to_dict()
+    if args.streaks is not None:
+        base["streaks"] = streaks
+    return rain_config(base.pop("preset"), base.pop("streaks"), {**base, **keys})
 
 
 if __name__ == "__main__":

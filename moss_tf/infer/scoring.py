@@ -113,6 +113,7 @@ def evaluate(
     test_sets: Mapping[str, tf.data.Dataset],
     output_dir: str | Path | None = None,
     progress: bool = True,
+    per_image: bool = False,
 ) -> dict:
     """Score a network on paired test sets.
 
@@ -127,11 +128,16 @@ def evaluate(
         progress: show a progress bar per split with the running PSNR (on a
             terminal; piped output gets no bar).
             Default True.
+        per_image: also return every image's numbers, under ``"images"``
+            (default False).
 
     Returns:
-        ``{"splits": {name: {key: value for key in RESULT_KEYS}}, "overall": {...}}``.
+        ``{"splits": {name: {key: value for key in RESULT_KEYS}}, "overall": {...}}``;
+        with ``per_image``, also ``"images": {split: [{"name": ..., key: value
+        for key in RESULT_KEYS[1:]}, ...]}`` in the split's order.
     """
     results: dict = {"splits": {}}
+    images: dict[str, list[dict]] = {}
     everything: dict[str, list[float]] = {key: [] for key in RESULT_KEYS[1:]}
     for split, dataset in test_sets.items():
         scores: dict[str, list[float]] = {key: [] for key in RESULT_KEYS[1:]}
@@ -151,6 +157,9 @@ def evaluate(
             for key in METRIC_KEYS:
                 scores[key].append(output[key])
                 scores[f"input_{key}"].append(baseline[key])
+            if per_image:
+                row = {key: float(values[-1]) for key, values in scores.items()}
+                images.setdefault(split, []).append({"name": example["name"].decode(), **row})
             if output_dir is not None:
                 name = example["name"].decode("utf-8")
                 _save_outputs(Path(output_dir) / split, name, rainy, derained, clean)
@@ -163,6 +172,8 @@ def evaluate(
             everything[key] += values
     if everything[METRIC_KEYS[0]]:
         results["overall"] = _summary(everything)
+    if per_image:
+        results["images"] = images
     return results
 
 

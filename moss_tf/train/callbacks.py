@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from moss_tf.errors import TrainingError
+from moss_tf.errors import ConfigError, TrainingError
 from moss_tf.infer.scoring import evaluate
 from moss_tf.train import checkpoints as ckpt
 from moss_tf.train.divergence import DivergenceGuard, scale_signals
@@ -285,6 +285,22 @@ class TensorBoardLog(StepCallback):
         self.writer.flush()
 
 
+def selected_splits(splits, select_on: list[str]) -> list[str]:
+    """The validation splits that choose the best checkpoint: ``select_on``, or all when empty.
+
+    Raises:
+        ConfigError: naming ``train.select_on`` and the splits there are, when
+            it names a split that is not among them.
+    """
+    missing = [name for name in select_on if name not in splits]
+    if missing:
+        raise ConfigError(
+            f"train.select_on: no validation split {missing[0]!r}; the splits are "
+            f"{', '.join(splits)} (data.test, data.holdout_rain, data.validation)"
+        )
+    return list(select_on) or list(splits)
+
+
 class Validation(StepCallback):
     """PSNR/SSIM on the held-out splits every ``validate_every`` steps; keeps the best state.
 
@@ -292,18 +308,20 @@ class Validation(StepCallback):
     scored and saved as ``best.weights.h5``.
 
     Writes ``logs/validation`` scalars, prints a line, saves ``best.npz`` and
-    ``best.weights.h5`` when the mean RGB PSNR improves, and adds
+    ``best.weights.h5`` when the mean RGB PSNR of the ``select_on`` splits
+    (all splits when empty) improves, and adds that mean as
     ``val_psnr_rgb`` to the logs of the epoch it ran in (for
     ``EarlyStopping(monitor="val_psnr_rgb", mode="max")`` and the like).
     Keras's own validation runs ``test_step`` over one dataset; this scores
     the deraining of whole test images in the paper's conventions.
     """
 
-    def __init__(self, start_step, total_steps, every, derainer, splits, state, say):
+    def __init__(self, start_step, total_steps, every, derainer, splits, state, say, select_on=()):
         super().__init__(start_step, total_steps)
         self.every = every
         self.derainer = derainer
         self.splits = splits
+        self.select_on = selected_splits(splits, list(select_on))
         self.state = state
         self.say = say
         self.writer = tf.summary.create_file_writer(str(state.paths.logs / "validation"))
@@ -332,8 +350,12 @@ class Validation(StepCallback):
             f"(input {v['input_psnr_rgb']:.2f})"
             for split, v in scores.items()
         )
+        self._epoch_psnr = float(np.mean([scores[s]["psnr_rgb"] for s in self.select_on]))
+        if len(self.select_on) < len(scores):
+            with self.writer.as_default(step=step):
+                tf.summary.scalar("selection/psnr_rgb", self._epoch_psnr)
+            line += f"  | chosen on {'+'.join(self.select_on)}: {self._epoch_psnr:.2f} dB"
         self.say(f"[{self.state.meta['stage']} step {step}] validation: {line}")
-        self._epoch_psnr = float(np.mean([s["psnr_rgb"] for s in scores.values()]))
         if self._epoch_psnr > self.state.best_psnr:
             self.state.best_psnr = self._epoch_psnr
             self.state.save(self.state.paths.best, step)

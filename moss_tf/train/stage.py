@@ -435,7 +435,8 @@ def _stage_callbacks(cfg, stage, trainer, state, step, say, panel_batch) -> dict
         f"{stage}: {total} steps of batch {train.batch_size} "
         f"({train.crop_size}x{train.crop_size} crops) on "
         f"{trainer.distribute_strategy.num_replicas_in_sync} replica(s); "
-        f"validation splits: {', '.join(splits)}"
+        f"validation splits: {', '.join(splits)}; best checkpoint chosen on "
+        f"{', '.join(stage_callbacks.selected_splits(splits, train.select_on))}"
     )
     checkpointing = stage_callbacks.Checkpointing(step, total, train.checkpoint_every, state)
     return {
@@ -448,7 +449,14 @@ def _stage_callbacks(cfg, stage, trainer, state, step, say, panel_batch) -> dict
         "divergence": stage_callbacks.DivergenceStop(step, total, train.log_every, stage, state),
         "loss_window": stage_callbacks.LossWindow(step, total, train.log_every),
         "validation": stage_callbacks.Validation(
-            step, total, train.validate_every, Derainer(trainer.online), splits, state, say
+            step,
+            total,
+            train.validate_every,
+            Derainer(trainer.online),
+            splits,
+            state,
+            say,
+            select_on=train.select_on,
         ),
         "checkpointing": checkpointing,
         "signals": stage_callbacks.SignalStop(step, total, checkpointing),
