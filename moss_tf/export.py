@@ -175,8 +175,12 @@ class ServingModule(tf.Module):
                 parallel_iterations=1,
             )
 
-        # An empty batch has nothing to stack: it gets an empty answer.
-        derained = tf.cond(tf.equal(shape[0], 0), lambda: tf.zeros_like(images), each)
+        branches = [
+            lambda: tf.zeros_like(images),  # an empty batch: nothing to stack
+            lambda: one(images[0])[None],  # one image: no stacked copy of the result
+            each,
+        ]
+        derained = tf.switch_case(tf.minimum(shape[0], 2), branches)
         return {"derained": tf.ensure_shape(derained, [None, None, None, 3])}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
