@@ -144,7 +144,7 @@ def test_bad_serving_requests_are_refused_clearly(tmp_path):
         with pytest.raises(tf.errors.InvalidArgumentError, match=r"not compatible.*\[\?,\?,\?,3\]"):
             images(images=tf.zeros(shape, tf.float32))
     encoded = served.signatures["derain_bytes"]
-    with pytest.raises(tf.errors.InvalidArgumentError, match="image"):
+    with pytest.raises(tf.errors.InvalidArgumentError, match="not a PNG, JPEG or BMP file"):
         encoded(image_bytes=tf.constant([b"this is not an image"]))
 
 

@@ -20,6 +20,7 @@ from moss_tf.commands.common import (
     load_trained_network,
     start_tensorflow,
 )
+from moss_tf.data.images import MAX_PIXELS
 from moss_tf.errors import MossError
 
 
@@ -50,6 +51,25 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="compile with XLA (slower on CPU; docs/serving.md)",
     )
+    parser.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="both signatures refuse images with more pixels (default: the command "
+        f"line's limit, {MAX_PIXELS:,})",
+    )
+    parser.add_argument(
+        "--tile-size",
+        type=int,
+        default=None,
+        help="larger images are derained in tiles of this size (default: moss-derain's)",
+    )
+    parser.add_argument(
+        "--overlap",
+        type=int,
+        default=None,
+        help="tile overlap in pixels (default: moss-derain's)",
+    )
     add_verbose_argument(parser)
     return parser.parse_args(argv)
 
@@ -79,7 +99,14 @@ def main(argv=None) -> int:
         from moss_tf.export.saved_model import export_saved_model
 
         net, _ = load_trained_network(args, cfg)
-        version = export_saved_model(net, args.output, jit_compile=args.jit_compile)
+        version = export_saved_model(
+            net,
+            args.output,
+            jit_compile=args.jit_compile,
+            max_pixels=args.max_pixels,
+            tile_size=args.tile_size,
+            overlap=args.overlap,
+        )
     except MossError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,11 +1,10 @@
 """Export a trained network as a SavedModel that TF Serving loads.
 
-    python -m moss_tf.export --output saved_models/moss            # runs/demo
-    python -m moss_tf.export --run-dir runs/ddn_sirr --output saved_models/moss
-    python -m moss_tf.export --checkpoint runs/demo/semi/best.weights.h5 --output saved_models/moss
+    moss-export --run-dir runs/demo --output exports/moss
+    moss-export --checkpoint runs/demo/semi/best.weights.h5 --output exports/moss
 
 Each export writes the next version folder under ``--output``
-(``saved_models/moss/1/``, ``2/``, ...), the layout TF Serving watches. The
+(``exports/moss/1/``, ``2/``, ...), the layout TF Serving watches. The
 version is written under a temporary name and renamed into place, so a
 running server never sees half a model.
 
@@ -18,11 +17,27 @@ Signatures:
     with ``--inference-memory frozen``), so batching requests
     (``--enable_batching``) changes no one's result.
 ``derain_bytes``
-    input ``image_bytes``: string ``[batch]`` of encoded PNG or JPEG (also
-    BMP, GIF first frame; 8- or 16-bit, gray, RGB or RGBA; alpha is dropped,
-    EXIF orientation is *not* applied); images of one batch may differ in
-    size; output ``derained_bytes``: string ``[batch]`` of 8-bit RGB PNGs.
-    REST clients send ``{"instances": [{"b64": "..."}]}``.
+    input ``image_bytes``: string ``[batch]`` of encoded PNG, JPEG or BMP
+    files, read exactly as the command line reads them (EXIF orientation
+    applied, transparency over white, JPEG with the accurate DCT: see
+    :mod:`moss_tf.export.decode`); images of one batch may differ in size;
+    output ``derained_bytes``: string ``[batch]`` of 8-bit RGB PNGs, equal to
+    the pixels ``python evaluate.py --input`` computes. REST clients send
+    ``{"instances": [{"b64": "..."}]}``.
+
+Both signatures treat hostile input as the command line does and stay
+within bounded memory:
+
+* an image with more than ``max_pixels`` pixels (``--max-pixels``; default
+  :data:`moss_tf.data.images.MAX_PIXELS`, the command line's limit) is
+  refused with ``InvalidArgument`` naming its size and the limit; an encoded
+  file is refused from its header, before it is decoded;
+* ``images`` holding NaN or Inf are refused (``InvalidArgument``);
+* images are derained one at a time, larger ones tile by tile inside the
+  graph (:class:`moss_tf.export.tiles.GraphDerainer`: the command line's
+  tiles, ``--tile-size`` 512 and ``--overlap`` 64, its two passes and its
+  blending), so memory grows with the tile and the photo's own pixels, not
+  with the network's activations over the photo.
 
 ``assets.extra/tf_serving_warmup_requests`` holds one warm-up request per
 signature (a 256 × 256 image) in the TFRecord-of-``PredictionLog`` format
@@ -48,7 +63,11 @@ import numpy as np
 import tensorflow as tf
 
 from moss_tf.data import from_model_range, to_model_range
+from moss_tf.data import images as image_files
 from moss_tf.errors import MossError
+from moss_tf.export.decode import decode_image, rgb_uint8
+from moss_tf.export.tiles import GraphDerainer
+from moss_tf.infer.derain import DEFAULT_OVERLAP, DEFAULT_TILE_SIZE
 
 __all__ = [
     "BYTES_SIGNATURE",
@@ -74,36 +93,99 @@ class ServingModule(tf.Module):
     Args:
         net: a built :class:`~moss_tf.nn.network.MOSSNet` (images in [-1, 1]).
         jit_compile: compile the network with XLA. Default False.
+        max_pixels: images with more pixels are refused. Default None: the
+            command line's limit, :data:`moss_tf.data.images.MAX_PIXELS`.
+        tile_size, overlap: the tiling of large images, as the command
+            line's ``--tile-size`` and ``--overlap``. Default 512 and 64.
     """
 
-    def __init__(self, net, jit_compile: bool = False):
+    def __init__(
+        self,
+        net,
+        jit_compile: bool = False,
+        max_pixels: int | None = None,
+        tile_size: int = DEFAULT_TILE_SIZE,
+        overlap: int = DEFAULT_OVERLAP,
+    ):
         super().__init__(name="moss_serving")
         self.net = net
-        self._derain = tf.function(self._derain_eager, jit_compile=jit_compile)
+        self.max_pixels = image_files.MAX_PIXELS if max_pixels is None else int(max_pixels)
+        if self.max_pixels < 1:
+            raise MossError(f"max_pixels must be a positive number of pixels, got {max_pixels}")
+        self._derainer = GraphDerainer(net, tile_size, overlap, jit_compile=jit_compile)
+        # The command line converts uint8 tiles eagerly; in a graph, x / 127.5
+        # becomes a multiplication that is off by 1 ulp for 111 of the 256
+        # values. A table of the eager values keeps the result the same.
+        self._model_range_of_uint8 = to_model_range(np.arange(256, dtype=np.uint8)).numpy()
 
-    def _derain_eager(self, images):
-        """float32 [B, H, W, 3] in [0, 1] -> the same in [0, 1]."""
-        return from_model_range(self.net(to_model_range(images), training=False))
+    def _prepare_uint8(self, pixels):
+        """Decoded pixels (1 to 4 channels) -> RGB float32 in [-1, 1], as the command line."""
+        codes = tf.cast(rgb_uint8(pixels), tf.int32)
+        return tf.gather(tf.constant(self._model_range_of_uint8), codes)
+
+    @staticmethod
+    def _finish_uint8(derained):
+        """[-1, 1] -> uint8, rounded as ``Derainer.derain_uint8``."""
+        return tf.cast(tf.round(from_model_range(derained) * 255.0), tf.uint8)
+
+    def _check_pixels(self, height, width, what):
+        """An assert op: ``height x width`` is within the pixel limit."""
+        pixels = tf.cast(height, tf.int64) * tf.cast(width, tf.int64)
+        return tf.debugging.Assert(
+            pixels <= self.max_pixels,
+            [
+                tf.strings.format(
+                    what + ": a {}x{} image has {} pixels, more than the limit of {} pixels "
+                    "set at export (--max-pixels)",
+                    (width, height, pixels, self.max_pixels),
+                )
+            ],
+        )
 
     @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
     def derain_images(self, images):
         # The declared shape is not enforced when a request arrives: check it
         # at run time so a wrong one gets this sentence, not a failure deep inside.
         images = tf.ensure_shape(images, [None, None, None, 3], name="images_must_be_BxHxWx3")
-        return {"derained": self._derain(images)}
+        shape = tf.shape(images)
+        small = self._check_pixels(shape[1], shape[2], DEFAULT_SIGNATURE)
+        with tf.control_dependencies([small]):
+            # Checks in place (no copy): the error names the signature.
+            images = tf.debugging.check_numerics(
+                images, f"{DEFAULT_SIGNATURE}: `images` must be finite, values in [0, 1]"
+            )
+
+        def one(image):
+            return self._derainer(image, to_model_range, from_model_range, tf.float32)
+
+        def each():
+            # One image at a time, each alone (its own memory update, bounded memory).
+            return tf.map_fn(
+                one,
+                images,
+                fn_output_signature=tf.TensorSpec([None, None, 3], tf.float32),
+                parallel_iterations=1,
+            )
+
+        branches = [
+            lambda: tf.zeros_like(images),  # an empty batch: nothing to stack
+            lambda: one(images[0])[None],  # one image: no stacked copy of the result
+            each,
+        ]
+        derained = tf.switch_case(tf.minimum(shape[0], 2), branches)
+        return {"derained": tf.ensure_shape(derained, [None, None, None, 3])}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string)])
     def derain_bytes(self, image_bytes):
         image_bytes = tf.ensure_shape(image_bytes, [None], name="image_bytes_must_be_a_batch")
 
         def one(data):
-            # decode_image to float32 scales 8- and 16-bit files alike to [0, 1].
-            image = tf.io.decode_image(data, channels=3, dtype=tf.float32, expand_animations=False)
-            derained = self._derain(image[None])[0]
-            return tf.io.encode_png(tf.cast(tf.round(derained * 255.0), tf.uint8))
+            pixels = decode_image(data, self.max_pixels, BYTES_SIGNATURE)
+            derained = self._derainer(pixels, self._prepare_uint8, self._finish_uint8, tf.uint8)
+            return tf.io.encode_png(derained)
 
         # One image at a time: the images of a request may have different sizes.
-        encoded = tf.map_fn(one, image_bytes, fn_output_signature=tf.string)
+        encoded = tf.map_fn(one, image_bytes, fn_output_signature=tf.string, parallel_iterations=1)
         return {"derained_bytes": encoded}
 
 
@@ -161,6 +243,9 @@ def export_saved_model(
     jit_compile: bool = False,
     warmup: bool = True,
     inference_memory: str | None = None,
+    max_pixels: int | None = None,
+    tile_size: int | None = None,
+    overlap: int | None = None,
 ) -> Path:
     """Export ``net`` as the next version under ``output``.
 
@@ -177,6 +262,11 @@ def export_saved_model(
             request or of a batch TF Serving assembles; the per-batch update
             (``"batch"``) is refused. Default None: ``"frozen"`` if ``net`` is
             frozen, else ``"per_image"``.
+        max_pixels: both signatures refuse images with more pixels. Default
+            None: the command line's limit, :data:`moss_tf.data.images.MAX_PIXELS`.
+        tile_size, overlap: how images larger than one tile are tiled, as
+            the command line's ``--tile-size`` and ``--overlap``. Default None:
+            the command line's defaults, 512 and 64.
 
     Returns:
         The version folder written, e.g. ``saved_models/moss/3``.
@@ -188,9 +278,15 @@ def export_saved_model(
             f"inference_memory={inference_memory!r} cannot be served: one of "
             f"{', '.join(SERVING_MEMORY_MODES)} keeps each request's result its own"
         )
+    module = ServingModule(
+        net.with_inference_memory(inference_memory),
+        jit_compile=jit_compile,
+        max_pixels=max_pixels,
+        tile_size=DEFAULT_TILE_SIZE if tile_size is None else tile_size,
+        overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+    )
     base = Path(output)
     base.mkdir(parents=True, exist_ok=True)
-    module = ServingModule(net.with_inference_memory(inference_memory), jit_compile=jit_compile)
     signatures = {
         DEFAULT_SIGNATURE: module.derain_images.get_concrete_function(),
         BYTES_SIGNATURE: module.derain_bytes.get_concrete_function(),

@@ -51,6 +51,7 @@ __all__ = [
     "derain_files",
     "output_path",
     "owned_ranges",
+    "owned_statistics",
     "save_like",
     "tile_starts",
 ]
@@ -139,6 +140,21 @@ def blend_window(size: int, ramp: int, rise: bool, fall: bool) -> np.ndarray:
         if fall:
             weights[size - ramp :] *= up[::-1]
     return weights
+
+
+def owned_statistics(net: keras.Model, tile, owned):
+    """Eq. (3) sums ``[1, K, C]`` and counts ``[1, K]`` of the feature cells of ``tile``
+    inside ``owned`` = (top, bottom, left, right), pixels in tile coordinates.
+
+    The first pass of tiled inference, for one tile ``[1, h, w, 3]`` in [-1, 1]
+    whose sides are multiples of ``net.size_multiple``; the sums and counts of
+    a photo's tiles add up to the photo's (see :class:`Derainer`).
+    """
+    _, features = net.encode(tile)
+    top, bottom, left, right = tf.unstack(owned // net.size_multiple)
+    cells = features[-1][:, top:bottom, left:right, :]
+    vectors = tf.reshape(tf.cast(cells, tf.float32), [1, -1, tf.shape(cells)[-1]])
+    return net.memory.assignment_statistics(vectors)
 
 
 class Derainer:
@@ -241,13 +257,7 @@ class Derainer:
         return self.net(images, training=False)
 
     def _owned_statistics_eager(self, tile, owned):
-        """Eq. (3) sums ``[1, K, C]`` and counts ``[1, K]`` of the feature cells of ``tile``
-        inside ``owned`` = (top, bottom, left, right), pixels in tile coordinates."""
-        _, features = self.net.encode(tile)
-        top, bottom, left, right = tf.unstack(owned // self.net.size_multiple)
-        cells = features[-1][:, top:bottom, left:right, :]
-        vectors = tf.reshape(tf.cast(cells, tf.float32), [1, -1, tf.shape(cells)[-1]])
-        return self.net.memory.assignment_statistics(vectors)
+        return owned_statistics(self.net, tile, owned)
 
     @classmethod
     def from_preset(cls, preset: str | Path = "moss_release", **kwargs) -> Derainer:
