@@ -148,7 +148,7 @@ def check_before_starting(args):
 
 def check_outputs(args) -> None:
     """``--output`` and ``--json`` must be writable: said now, not after the inference."""
-    from moss_tf.train.run_dir import check_writable_folder
+    from moss_tf.files import check_writable_folder
 
     if args.output:
         check_writable_folder(args.output, "--output folder")

@@ -40,7 +40,7 @@ from PIL import Image, ImageOps
 from moss_tf.data import ImageError, from_model_range, list_images, read_image, to_model_range
 from moss_tf.data.images import IMAGE_EXTENSIONS
 from moss_tf.errors import MossError
-from moss_tf.train.run_dir import check_writable_folder
+from moss_tf.files import check_writable_folder
 
 __all__ = [
     "DEFAULT_OVERLAP",

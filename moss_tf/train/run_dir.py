@@ -7,11 +7,11 @@ missing pretrained network or an unwritable run directory is reported at once.
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from moss_tf.errors import CheckpointError, MossError, TrainingError
+from moss_tf.files import check_writable_folder
 
 MODEL_WEIGHTS = "model.weights.h5"
 
@@ -84,32 +84,6 @@ def check_can_create(folder: Path) -> None:
         raise TrainingError(str(err)) from None
     if shutil.disk_usage(existing).free < 64 * 2**20:
         raise TrainingError(f"{folder}: less than 64 MiB free on its disk for checkpoints")
-
-
-def check_writable_folder(folder: str | Path, what: str = "output folder") -> Path:
-    """Raise MossError, naming ``folder`` (a ``what``), when files cannot be written there.
-
-    ``folder`` may not exist yet: then the nearest folder above it that exists
-    must be writable. Writability is tried with a temporary file, removed at
-    once (permission bits alone do not tell: root ignores them, and a
-    read-only disk or a full quota shows only on writing). Returns the folder tried.
-    """
-    folder = Path(folder)
-    existing = folder.absolute()
-    while not existing.exists() and not existing.is_symlink():
-        existing = existing.parent
-    if existing != folder.absolute() and not existing.is_dir():
-        raise MossError(f"{folder}: cannot create the {what}, {existing} is a file")
-    if not existing.is_dir():
-        raise MossError(f"{folder}: is a file, not a folder; choose another {what}")
-    try:
-        with tempfile.TemporaryFile(dir=existing, prefix=".moss-write-test-"):
-            pass
-    except OSError as err:
-        reason = err.strerror or str(err)
-        where = "" if existing == folder.absolute() else f" ({existing})"
-        raise MossError(f"{folder}: {what} is not writable{where}: {reason}") from None
-    return existing
 
 
 def trained_network_file(run_dir: str | Path | None = None, checkpoint: str | Path | None = None):
