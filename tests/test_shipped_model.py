@@ -67,3 +67,15 @@ def test_the_shipped_saved_model_agrees_with_the_shipped_weights():
     (output,) = served(images=images).values()
     expected = (network(images * 2.0 - 1.0, training=False) + 1.0) / 2.0
     np.testing.assert_allclose(output.numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_output_naming_a_file_writes_that_file_in_its_format_again_and_again(tmp_path):
+    rainy, _ = rainy_photo()
+    source = tmp_path / "street.jpg"
+    Image.fromarray(rainy).save(source, quality=95)
+    target = tmp_path / "out" / "derained.png"
+    for _ in range(2):  # the second run overwrites the file the first wrote
+        assert evaluate_cli.main(["--input", str(source), "--output", str(target), "--quiet"]) == 0
+        with Image.open(target) as written:
+            assert written.format == "PNG" and written.size == (rainy.shape[1], rainy.shape[0])
+    assert sorted(p.name for p in target.parent.iterdir()) == ["derained.png"]

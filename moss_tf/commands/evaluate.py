@@ -148,16 +148,10 @@ def check_before_starting(args):
 
 def check_outputs(args) -> None:
     """``--output`` and ``--json`` must be writable: said now, not after the inference."""
-    from moss_tf.files import check_writable_folder
+    from moss_tf.files import check_output_folder, check_writable_folder
 
     if args.output:
-        check_writable_folder(args.output, "--output folder")
-        same = args.input and Path(args.output).resolve() == Path(args.input).resolve()
-        if same and Path(args.input).is_dir():
-            raise ConfigError(
-                f"--output {args.output}: is the --input folder; the results would "
-                "overwrite the photos (choose another folder)"
-            )
+        check_output_folder(args.output, args.input)
     if args.json:
         if Path(args.json).is_dir():
             raise ConfigError(f"--json {args.json}: is a folder; name a file")

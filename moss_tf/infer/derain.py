@@ -38,16 +38,14 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 
 from moss_tf.data import ImageError, from_model_range, list_images, read_image, to_model_range
-from moss_tf.data.images import IMAGE_EXTENSIONS
 from moss_tf.errors import MossError
-from moss_tf.files import check_writable_folder
+from moss_tf.files import check_output_folder, writes_one_file
 
 __all__ = [
     "DEFAULT_OVERLAP",
     "DEFAULT_TILE_SIZE",
     "Derainer",
     "blend_window",
-    "check_output_folder",
     "derain_files",
     "output_path",
     "owned_ranges",
@@ -498,11 +496,7 @@ def output_path(source: Path, input_root: Path, output_dir: Path) -> Path:
     For a single photo, an ``output_dir`` that ends like an image file
     (``derained.png``) and is not an existing folder is the file itself.
     """
-    if (
-        not input_root.is_dir()
-        and output_dir.suffix.lower() in IMAGE_EXTENSIONS
-        and not output_dir.is_dir()
-    ):
+    if writes_one_file(input_root, output_dir):
         return output_dir
     relative = source.relative_to(input_root) if input_root.is_dir() else Path(source.name)
     return output_dir / relative
@@ -583,22 +577,6 @@ def _photos(input_path: Path) -> list[Path]:
     if not sources:
         raise MossError(f"{input_path}: no images found (looked for PNG, JPEG, BMP, TIFF, WebP)")
     return sources
-
-
-def check_output_folder(output_dir: str | Path, input_path: str | Path | None = None) -> None:
-    """Raise MossError, naming ``output_dir``, when derained photos cannot be written there.
-
-    It must be a folder or creatable as one, writable, and not the input
-    folder (the results would overwrite the photos). Reads no image.
-    """
-    output_dir = Path(output_dir)
-    check_writable_folder(output_dir, "output folder")
-    same = input_path is not None and output_dir.resolve() == Path(input_path).resolve()
-    if same and Path(input_path).is_dir():
-        raise MossError(
-            f"{output_dir}: is the input folder; the results would overwrite the photos "
-            "(choose another output folder)"
-        )
 
 
 def _derain_file(derainer: Derainer, source: Path, on_tile, max_pixels: int | None) -> np.ndarray:
