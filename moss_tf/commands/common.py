@@ -97,6 +97,18 @@ def describe_os_error(err: OSError) -> str:
     return f"{' -> '.join(map(str, names))}: {reason}" if names else reason
 
 
+def report_error(err: Exception, code: int = 1) -> int:
+    """Print ``error: ...`` in one line and return the exit ``code``.
+
+    A :class:`MossError` says what is wrong in its own words; an ``OSError``
+    (the machine's: a full disk, a vanished mount) names the file and the
+    system's reason (:func:`describe_os_error`).
+    """
+    message = describe_os_error(err) if isinstance(err, OSError) else str(err)
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
 def default_run_dir(config_name: str) -> Path:
     """``runs/<config name>``, relative to the current directory."""
     return Path("runs") / config_name

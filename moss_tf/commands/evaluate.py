@@ -32,9 +32,9 @@ from moss_tf.commands.common import (
     add_model_source_arguments,
     add_verbose_argument,
     check_model_source,
-    describe_os_error,
     load_experiment,
     load_trained_network,
+    report_error,
     start_tensorflow,
     use_shipped_model_unless_given,
 )
@@ -197,12 +197,8 @@ def main(argv=None) -> int:
             progress=not args.quiet,
             per_image=args.per_image,
         )
-    except MossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # the machine's, not ours: a full disk, a vanished mount...
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
-        return 1
+    except (MossError, OSError) as err:
+        return report_error(err)
     if not results["splits"]:
         print("error: the test sets hold no images", file=sys.stderr)
         return 1

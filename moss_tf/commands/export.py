@@ -18,6 +18,7 @@ from moss_tf.commands.common import (
     check_model_source,
     load_experiment,
     load_trained_network,
+    report_error,
     start_tensorflow,
 )
 from moss_tf.data.images import MAX_PIXELS
@@ -107,9 +108,8 @@ def main(argv=None) -> int:
             tile_size=args.tile_size,
             overlap=args.overlap,
         )
-    except MossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (MossError, OSError) as err:
+        return report_error(err)
     print(f"exported {version}")
     print(f"inspect: saved_model_cli show --dir {version} --all")
     return 0

@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from moss_tf.commands.common import report_error
 from moss_tf.errors import MossError
 
 
@@ -34,9 +35,8 @@ def main(argv=None) -> int:
 
     try:
         scores = score_folders(args.derained, args.clean)
-    except MossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except (MossError, OSError) as err:
+        return report_error(err)
     if args.per_image:
         for name, row in scores["images"].items():
             print(f"{name:<32} {_cells(row)}")

@@ -30,8 +30,8 @@ from moss_tf.commands.common import (
     add_config_arguments,
     add_verbose_argument,
     default_run_dir,
-    describe_os_error,
     load_experiment,
+    report_error,
     start_tensorflow,
 )
 from moss_tf.errors import MossError
@@ -77,9 +77,8 @@ def main(argv=None) -> int:
         try:
             cfg, run_dir = check_before_starting(args)
             held.enter_context(hold_run_dir(run_dir))
-        except MossError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        except (MossError, OSError) as err:
+            return report_error(err, code=2)
         return train(args, cfg, run_dir)
 
 
@@ -90,12 +89,8 @@ def train(args, cfg, run_dir: Path) -> int:
 
     try:
         run_stage(cfg, args.stage, run_dir, resume=args.resume, init=args.init)
-    except MossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # the machine's, not ours: a full disk, a vanished mount...
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
-        return 1
+    except (MossError, OSError) as err:
+        return report_error(err)
     return 0
 
 
