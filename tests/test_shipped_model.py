@@ -17,8 +17,9 @@ from moss_tf.data.builtin import builtin_paths
 from moss_tf.data.data_config import RainConfig
 from moss_tf.data.images import read_image
 from moss_tf.data.rain import RainSynthesizer
+from moss_tf.infer.derain import Derainer
 from moss_tf.nn.network import MOSSNet
-from moss_tf.nn.presets import preset_dir
+from moss_tf.nn.presets import preset_dir, read_metadata
 
 SHIPPED_SAVED_MODEL = Path(__file__).resolve().parents[1] / "saved_models" / "moss" / "1"
 
@@ -32,12 +33,27 @@ def rainy_photo():
     return np.round(wet.numpy() * 255).astype(np.uint8), clean
 
 
-def test_the_shipped_model_and_its_config_are_there_and_are_the_released_network():
-    assert (preset_dir(SHIPPED_PRESET) / "model.weights.h5").is_file()
-    network = MOSSNet.from_preset(SHIPPED_PRESET)
+# The shipped model and its equal-budget supervised control (saved_models/MODEL_CARD.md).
+SHIPPED_CONTROL = "moss_release_control"
+
+
+@pytest.mark.parametrize("preset", [SHIPPED_PRESET, SHIPPED_CONTROL])
+def test_the_shipped_model_and_its_control_are_there_and_are_the_released_network(preset):
+    assert (preset_dir(preset) / "model.weights.h5").is_file()
+    network = MOSSNet.from_preset(preset)
     released = load_config("paper").model
     assert network.blocks_per_stage == released.blocks_per_stage == 4
     assert network.memory_items == released.memory_items == 512
+    assert read_metadata(preset)["name"] == preset
+
+
+def test_the_control_derains_and_is_not_the_shipped_model():
+    rainy, clean = rainy_photo()
+    outputs = [Derainer.from_preset(p).derain(rainy) for p in (SHIPPED_PRESET, SHIPPED_CONTROL)]
+    before = peak_signal_noise_ratio(clean, rainy)
+    for output in outputs:
+        assert peak_signal_noise_ratio(clean, output) > before + 1.0
+    assert np.abs(outputs[0].astype(int) - outputs[1].astype(int)).max() > 0
 
 
 def test_evaluate_input_without_a_model_derains_with_the_shipped_model(tmp_path, capsys):
