@@ -13,6 +13,7 @@ from conftest import REPO, TINY_MODEL
 from moss_tf.commands import train
 from moss_tf.config import load_config
 from moss_tf.train import checkpoints as ckpt
+from moss_tf.train.run_dir import initial_weights
 from moss_tf.train.stage import (
     TrainingError,
     build_trainer,
@@ -284,3 +285,14 @@ def test_mixed_precision_runs_and_leaves_the_global_policy_as_it_was(
     summary = run_stage(cfg, "pretrain", tmp_path / "r", verbose=False)
     assert np.isfinite(summary["last_losses"]["loss"])
     assert keras.mixed_precision.global_policy().name == before
+
+
+def test_semi_starts_from_the_pretrained_network_evaluate_scored(tmp_path):
+    # evaluate.py after stage pretrain scores pretrain/best.weights.h5 (via
+    # model.weights.h5); semi must continue that network, not the last step's.
+    stage = tmp_path / "run" / "pretrain"
+    stage.mkdir(parents=True)
+    for name in ("best.weights.h5", "final.weights.h5"):
+        (stage / name).write_bytes(b"weights")
+    assert initial_weights("semi", tmp_path / "run", False, None) == stage / "best.weights.h5"
+    assert initial_weights("pretrain", tmp_path / "run", False, None) is None

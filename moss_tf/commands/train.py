@@ -48,7 +48,9 @@ def parse_args(argv=None):
         "--resume", action="store_true", help="continue from the stage's last checkpoint"
     )
     parser.add_argument(
-        "--init", help="network weights to start from (semi: default <run-dir>/pretrain/final)"
+        "--init",
+        help="network weights to start from (semi: default <run-dir>/pretrain/best.weights.h5, "
+        "the pretrained network evaluate.py scored)",
     )
     add_verbose_argument(parser)
     return parser.parse_args(argv)

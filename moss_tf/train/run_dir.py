@@ -53,15 +53,17 @@ def initial_weights(
 ) -> Path | None:
     """The network weights a stage starts from, checked to exist.
 
-    ``semi`` starts from ``<run_dir>/pretrain/final.weights.h5`` unless
-    ``init`` names other weights or the stage resumes from its checkpoint.
+    ``semi`` starts from the pretrained network that ``evaluate.py`` scored
+    after stage ``pretrain`` (``<run_dir>/pretrain/best.weights.h5``: the best
+    validation, else the last step) unless ``init`` names other weights or
+    the stage resumes from its checkpoint.
 
     Raises:
         TrainingError: saying what to run (or pass) when the file is missing.
     """
     resuming = resume and StagePaths(run_dir, stage).last.is_file()
     if stage == "semi" and init is None and not resuming:
-        init = run_dir / "pretrain" / "final.weights.h5"
+        init = StagePaths(run_dir, "pretrain").best_weights
         if not init.is_file():
             raise TrainingError(
                 f"stage semi starts from the pretrained network, but {init} does not exist: "
