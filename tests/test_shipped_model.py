@@ -22,6 +22,8 @@ from moss_tf.nn.network import MOSSNet
 from moss_tf.nn.presets import preset_dir, read_metadata
 
 SHIPPED_SAVED_MODEL = Path(__file__).resolve().parents[1] / "saved_models" / "moss" / "1"
+# The shipped model's equal-budget supervised control (saved_models/MODEL_CARD.md).
+SHIPPED_CONTROL = "moss_release_control"
 
 
 def rainy_photo():
@@ -31,10 +33,6 @@ def rainy_photo():
     rain.density = [0.004, 0.006]
     wet = RainSynthesizer(rain)(tf.constant(clean, tf.float32) / 255.0, seed=[3, 5])
     return np.round(wet.numpy() * 255).astype(np.uint8), clean
-
-
-# The shipped model and its equal-budget supervised control (saved_models/MODEL_CARD.md).
-SHIPPED_CONTROL = "moss_release_control"
 
 
 @pytest.mark.parametrize("preset", [SHIPPED_PRESET, SHIPPED_CONTROL])
