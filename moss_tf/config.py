@@ -155,6 +155,11 @@ class TrainConfig(Section):
     # is still scored and logged. Empty: all splits. E.g. the data.validation
     # splits, to choose on rain the project did not make.
     select_on: list[str] = field(default_factory=list)
+    # Floors a validation must meet to be chosen at all, as split: minimum RGB
+    # PSNR (dB); e.g. {none: 35.0} chooses on rain made by others only among
+    # the checkpoints that still leave rain-free photos above 35 dB. When no
+    # validation meets them, best.weights.h5 is the stage's final network.
+    select_floor: dict[str, float] = field(default_factory=dict)
     checkpoint_every: int = 100
     image_every: int = 100
     devices: list[str] = field(default_factory=list)

@@ -129,10 +129,48 @@ def test_best_checkpoint_is_chosen_on_the_select_on_splits_only(tmp_path):
     assert {"labeled_style/psnr_rgb", "target_style/psnr_rgb"} <= set(history[0])
 
 
+def test_select_floor_keeps_validations_under_a_floor_from_being_chosen(tmp_path):
+    bench = _paired_folder(tmp_path / "bench")
+    free = _config(bench, "train.select_on=[bench]")
+    history = run_stage(free, "pretrain", tmp_path / "free", verbose=False)["validation"]
+    target = [row["target_style/psnr_rgb"] for row in history]
+    floor = sorted(target)[1]  # half the validations (or more) fall under it
+    eligible = [i for i, psnr in enumerate(target) if psnr >= floor]
+    assert 0 < len(eligible) < len(history)
+    run = tmp_path / "floored"
+    floored = _config(
+        bench, "train.select_on=[bench]", f"train.select_floor={{target_style: {floor}}}"
+    )
+    summary = run_stage(floored, "pretrain", run, verbose=False)
+    assert [row["target_style/psnr_rgb"] for row in summary["validation"]] == target
+    bench_psnr = [history[i]["bench/psnr_rgb"] for i in eligible]
+    assert summary["best_mean_psnr_rgb"] == pytest.approx(max(bench_psnr))
+    best = ckpt.read_meta(run / "pretrain" / "checkpoints" / "best.npz")
+    assert best["step"] == history[eligible[int(np.argmax(bench_psnr))]]["step"]
+
+
+def test_a_floor_no_validation_meets_leaves_the_final_network_as_best(tmp_path, capsys):
+    bench = _paired_folder(tmp_path / "bench")
+    run = tmp_path / "run"
+    cfg = _config(bench, "train.select_floor={bench: 1000.0}")
+    summary = run_stage(cfg, "pretrain", run)
+    said = capsys.readouterr().out.strip().splitlines()
+    assert not (run / "pretrain" / "checkpoints" / "best.npz").exists()
+    final = (run / "pretrain" / "final.weights.h5").read_bytes()
+    assert (run / "pretrain" / "best.weights.h5").read_bytes() == final
+    assert any("not eligible (train.select_floor): bench" in line for line in said)
+    assert "none met train.select_floor" in said[-1]
+    assert summary["best_mean_psnr_rgb"] == -np.inf
+
+
 def test_select_on_a_split_that_does_not_exist_names_the_key_and_the_splits(tmp_path):
     bench = _paired_folder(tmp_path / "bench")
     with pytest.raises(ConfigError, match=r"train\.select_on: no validation split 'rain12'.*bench"):
         run_stage(_config(bench, "train.select_on=[rain12]"), "pretrain", tmp_path / "r")
+    with pytest.raises(
+        ConfigError, match=r"train\.select_floor: no validation split 'none'.*bench"
+    ):
+        run_stage(_config(bench, "train.select_floor={none: 35}"), "pretrain", tmp_path / "f")
 
 
 def test_evaluate_per_image_numbers_match_the_split_means(tmp_path):

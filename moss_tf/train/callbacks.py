@@ -292,13 +292,26 @@ def selected_splits(splits, select_on: list[str]) -> list[str]:
         ConfigError: naming ``train.select_on`` and the splits there are, when
             it names a split that is not among them.
     """
-    missing = [name for name in select_on if name not in splits]
+    _check_split_names("train.select_on", select_on, splits)
+    return list(select_on) or list(splits)
+
+
+def _check_split_names(key: str, names, splits) -> None:
+    missing = [name for name in names if name not in splits]
     if missing:
         raise ConfigError(
-            f"train.select_on: no validation split {missing[0]!r}; the splits are "
+            f"{key}: no validation split {missing[0]!r}; the splits are "
             f"{', '.join(splits)} (data.test, data.holdout_rain, data.validation)"
         )
-    return list(select_on) or list(splits)
+
+
+def below_floor(scores: dict, select_floor: dict[str, float]) -> list[str]:
+    """``split psnr < floor`` for each ``train.select_floor`` split under its floor."""
+    return [
+        f"{split} {scores[split]['psnr_rgb']:.2f} < {floor:.2f}"
+        for split, floor in select_floor.items()
+        if not scores[split]["psnr_rgb"] >= floor
+    ]
 
 
 class Validation(StepCallback):
@@ -309,19 +322,33 @@ class Validation(StepCallback):
 
     Writes ``logs/validation`` scalars, prints a line, saves ``best.npz`` and
     ``best.weights.h5`` when the mean RGB PSNR of the ``select_on`` splits
-    (all splits when empty) improves, and adds that mean as
+    (all splits when empty) improves while every ``select_floor`` split is
+    at or above its floor, and adds that mean as
     ``val_psnr_rgb`` to the logs of the epoch it ran in (for
     ``EarlyStopping(monitor="val_psnr_rgb", mode="max")`` and the like).
     Keras's own validation runs ``test_step`` over one dataset; this scores
     the deraining of whole test images in the paper's conventions.
     """
 
-    def __init__(self, start_step, total_steps, every, derainer, splits, state, say, select_on=()):
+    def __init__(
+        self,
+        start_step,
+        total_steps,
+        every,
+        derainer,
+        splits,
+        state,
+        say,
+        select_on=(),
+        select_floor=None,
+    ):
         super().__init__(start_step, total_steps)
         self.every = every
         self.derainer = derainer
         self.splits = splits
         self.select_on = selected_splits(splits, list(select_on))
+        self.select_floor = dict(select_floor or {})
+        _check_split_names("train.select_floor", self.select_floor, splits)
         self.state = state
         self.say = say
         self.writer = tf.summary.create_file_writer(str(state.paths.logs / "validation"))
@@ -355,8 +382,11 @@ class Validation(StepCallback):
             with self.writer.as_default(step=step):
                 tf.summary.scalar("selection/psnr_rgb", self._epoch_psnr)
             line += f"  | chosen on {'+'.join(self.select_on)}: {self._epoch_psnr:.2f} dB"
+        under = below_floor(scores, self.select_floor)
+        if under:
+            line += f"  | not eligible (train.select_floor): {', '.join(under)}"
         self.say(f"[{self.state.meta['stage']} step {step}] validation: {line}")
-        if self._epoch_psnr > self.state.best_psnr:
+        if not under and self._epoch_psnr > self.state.best_psnr:
             self.state.best_psnr = self._epoch_psnr
             self.state.save(self.state.paths.best, step)
             ckpt.save_weights(self.model.online, self.state.paths.best_weights)

@@ -457,6 +457,7 @@ def _stage_callbacks(cfg, stage, trainer, state, step, say, panel_batch) -> dict
             state,
             say,
             select_on=train.select_on,
+            select_floor=train.select_floor,
         ),
         "checkpointing": checkpointing,
         "signals": stage_callbacks.SignalStop(step, total, checkpointing),
@@ -496,9 +497,14 @@ def _finish(trainer, state, clock, history, run_dir: Path, say) -> dict:
     }
     text = json.dumps(summary, indent=2)
     ckpt.atomic_write(paths.folder / "summary.json", lambda tmp: Path(tmp).write_text(text))
+    best = (
+        f"best validation mean PSNR {state.best_psnr:.2f} dB"
+        if math.isfinite(state.best_psnr)
+        else "no validation was chosen (none ran, or none met train.select_floor), so "
+        "best.weights.h5 is the final network"
+    )
     say(
-        f"{summary['stage']} done: {clock.step} steps in {clock.seconds:.0f} s; best validation "
-        f"mean PSNR {state.best_psnr:.2f} dB; network for evaluation/export: "
-        f"{run_dir / ckpt.MODEL_WEIGHTS}"
+        f"{summary['stage']} done: {clock.step} steps in {clock.seconds:.0f} s; {best}; "
+        f"network for evaluation/export: {run_dir / ckpt.MODEL_WEIGHTS}"
     )
     return summary
