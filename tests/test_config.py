@@ -37,6 +37,25 @@ def test_paper_settings_are_the_papers():
     assert cfg.model == ExperimentConfig().model  # the released network
 
 
+def test_the_shipped_semi_config_is_release_sharp_with_an_equal_budget_control():
+    sharp, semi = load_config("release_sharp"), load_config("release_sharp_semi")
+    # The control (stage pretrain of this config) gets what stage semi gets.
+    assert (semi.train.steps, semi.train.learning_rate) == (
+        semi.semi.steps,
+        semi.semi.learning_rate,
+    )
+    assert semi.data.labeled.rain.clean_probability == 0.5
+    # Everything else is the pretrained network's recipe.
+    assert (semi.model, semi.semi, semi.data.validation) == (
+        sharp.model,
+        sharp.semi,
+        sharp.data.validation,
+    )
+    as_sharp = semi.data.labeled.rain.to_dict() | {"clean_probability": None}
+    assert as_sharp == sharp.data.labeled.rain.to_dict() | {"clean_probability": None}
+    assert semi.train.select_floor == sharp.train.select_floor == {"none": 35.0}
+
+
 def test_ablations_switch_off_their_component():
     folder = REPO / "moss_tf" / "configs" / "ablations"
     assert not load_config(folder / "wo_memory.yaml").model.use_memory
