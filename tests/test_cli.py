@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import REPO
 
-from moss_tf.commands import evaluate, train
+from moss_tf.commands import derain, evaluate, train
 from moss_tf.commands import export as export_command
 from moss_tf.commands.common import _has_nvidia_driver, _stderr_without
 from moss_tf.config import ConfigError, OverrideError, load_config
@@ -65,6 +65,30 @@ def test_evaluate_names_a_missing_input(tmp_path, capsys):
     (run / "model.weights.h5").write_bytes(b"")
     code = evaluate.main(["--run-dir", str(run), "--input", "/no/photos", "--output", "o"])
     assert code == 1
+    assert "--input /no/photos: not found" in capsys.readouterr().err
+
+
+def test_moss_derain_help_shows_its_own_options_only(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        derain.main(["--help"])
+    assert exit_.value.code == 0
+    shown = capsys.readouterr().out
+    assert shown.startswith("usage: moss-derain ")
+    assert "INPUT" in shown and "--output OUT" in shown and "--preset" in shown
+    for evaluate_only in ("--test", "--json", "--per-image", "--input"):
+        assert evaluate_only not in shown
+
+
+def test_moss_derain_names_a_missing_input_or_output(tmp_path, capsys):
+    for argv in ([], ["photo.jpg"], ["--output", "out"]):
+        with pytest.raises(SystemExit) as exit_:
+            derain.main(argv)
+        assert exit_.value.code == 2
+    assert "required: INPUT, --output" in capsys.readouterr().err
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.weights.h5").write_bytes(b"")
+    assert derain.main(["/no/photos", "--output", "o", "--run-dir", str(run)]) == 1
     assert "--input /no/photos: not found" in capsys.readouterr().err
 
 

@@ -9,20 +9,42 @@ model. The same as ``moss-evaluate --input INPUT --output OUT``::
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from moss_tf.commands import evaluate
+from moss_tf.commands.common import SHIPPED_PRESET
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="moss-derain",
+        description=(
+            f"Derain a photo or a folder of photos with the shipped model {SHIPPED_PRESET}, "
+            "or the network --preset, --run-dir or --checkpoint names. Photos of any size "
+            "are derained in seamless tiles; in a folder, one that cannot be read is named "
+            "and skipped (exit code 1)."
+        ),
+    )
+    parser.add_argument("input", metavar="INPUT", help="a photo, or a folder of photos")
+    parser.add_argument(
+        "--output",
+        metavar="OUT",
+        required=True,
+        help="the folder the derained photos go to, or for one photo the file",
+    )
+    evaluate.add_inference_arguments(
+        parser,
+        "experiment YAML: with --run-dir names the run, with --checkpoint the model "
+        "(default: the config.yaml beside the checkpoint)",
+    )
+    args = parser.parse_args(argv)
+    args.test, args.json, args.per_image = None, None, False
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and not argv[0].startswith("-"):
-        argv = ["--input", argv[0], *argv[1:]]
-    if not any(a in ("-h", "--help") for a in argv) and "--input" not in argv:
-        print("usage: moss-derain INPUT --output OUT [options of moss-evaluate --input]")
-        print("error: name a photo or a folder of photos to derain", file=sys.stderr)
-        return 2
-    return evaluate.main(argv)
+    return evaluate.run(parse_args(argv))
 
 
 if __name__ == "__main__":

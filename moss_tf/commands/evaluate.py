@@ -49,13 +49,11 @@ def parse_args(argv=None):
             "or derain your own photos with --input PATH --output DIR."
         ),
     )
-    add_config_arguments(
+    add_inference_arguments(
         parser,
         "experiment YAML: names the run and the test data (default: configs/demo.yaml); "
         "with --checkpoint also its model (default: the config.yaml beside the checkpoint)",
     )
-    add_model_source_arguments(parser)
-    add_inference_memory_argument(parser)
     parser.add_argument(
         "--test",
         nargs="+",
@@ -80,6 +78,21 @@ def parse_args(argv=None):
         help="derain this photo or folder of photos (needs --output) with the shipped model "
         f"{SHIPPED_PRESET} unless --preset, --run-dir or --checkpoint names another",
     )
+    args = parser.parse_args(argv)
+    if args.input and not args.output:
+        parser.error("--input needs --output DIR (where the derained photos are written)")
+    if args.per_image and not args.json:
+        parser.error("--per-image writes every image's numbers into the --json FILE: give --json")
+    if args.input and (args.test or args.json):
+        parser.error("--input derains photos; --test and --json apply to paired test sets only")
+    return args
+
+
+def add_inference_arguments(parser: argparse.ArgumentParser, config_help: str) -> None:
+    """The options of any run of a trained network: which one, and how it sees a photo."""
+    add_config_arguments(parser, config_help)
+    add_model_source_arguments(parser)
+    add_inference_memory_argument(parser)
     parser.add_argument(
         "--tile-size", type=int, default=512, help="images larger than this are tiled (512)"
     )
@@ -93,14 +106,6 @@ def parse_args(argv=None):
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_verbose_argument(parser)
-    args = parser.parse_args(argv)
-    if args.input and not args.output:
-        parser.error("--input needs --output DIR (where the derained photos are written)")
-    if args.per_image and not args.json:
-        parser.error("--per-image writes every image's numbers into the --json FILE: give --json")
-    if args.input and (args.test or args.json):
-        parser.error("--input derains photos; --test and --json apply to paired test sets only")
-    return args
 
 
 def _positive_int(text: str) -> int:
@@ -159,7 +164,11 @@ def check_outputs(args) -> None:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    return run(parse_args(argv))
+
+
+def run(args) -> int:
+    """Score the test sets, or derain ``args.input``, as ``args`` (parsed options) say."""
     if args.input and use_shipped_model_unless_given(args):
         print(
             f"using the shipped model {args.preset} "
