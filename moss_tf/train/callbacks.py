@@ -305,7 +305,7 @@ def _check_split_names(key: str, names, splits) -> None:
         )
 
 
-def below_floor(scores: dict, select_floor: dict[str, float]) -> list[str]:
+def _below_floor(scores: dict, select_floor: dict[str, float]) -> list[str]:
     """``split psnr < floor`` for each ``train.select_floor`` split under its floor."""
     return [
         f"{split} {scores[split]['psnr_rgb']:.2f} < {floor:.2f}"
@@ -382,7 +382,7 @@ class Validation(StepCallback):
             with self.writer.as_default(step=step):
                 tf.summary.scalar("selection/psnr_rgb", self._epoch_psnr)
             line += f"  | chosen on {'+'.join(self.select_on)}: {self._epoch_psnr:.2f} dB"
-        under = below_floor(scores, self.select_floor)
+        under = _below_floor(scores, self.select_floor)
         if under:
             line += f"  | not eligible (train.select_floor): {', '.join(under)}"
         self.say(f"[{self.state.meta['stage']} step {step}] validation: {line}")
