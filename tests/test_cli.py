@@ -89,7 +89,7 @@ def test_moss_derain_names_a_missing_input_or_output(tmp_path, capsys):
     run.mkdir()
     (run / "model.weights.h5").write_bytes(b"")
     assert derain.main(["/no/photos", "--output", "o", "--run-dir", str(run)]) == 1
-    assert "--input /no/photos: not found" in capsys.readouterr().err
+    assert "INPUT /no/photos: not found" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("command", [evaluate.main, export_command.main])

@@ -40,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.test, args.json, args.per_image = None, None, False
+    args.input_name = "INPUT"  # how evaluate.run names the photo path in its errors
     return args
 
 

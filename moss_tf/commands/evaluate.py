@@ -85,6 +85,7 @@ def parse_args(argv=None):
         parser.error("--per-image writes every image's numbers into the --json FILE: give --json")
     if args.input and (args.test or args.json):
         parser.error("--input derains photos; --test and --json apply to paired test sets only")
+    args.input_name = "--input"
     return args
 
 
@@ -143,7 +144,9 @@ def check_before_starting(args):
             cfg, data=dataclasses.replace(cfg.data, max_pixels=args.max_pixels)
         )
     check_model_source(args, cfg)
-    named = [("--input", args.input)] if args.input else [("--test", p) for p in args.test or []]
+    named = (
+        [(args.input_name, args.input)] if args.input else [("--test", p) for p in args.test or []]
+    )
     for option, path in named:
         if not Path(path).exists():
             raise ConfigError(f"{option} {path}: not found")
