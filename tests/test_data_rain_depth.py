@@ -382,39 +382,6 @@ def test_extra_clean_folders_join_the_training_backgrounds_never_the_holdout(tmp
         build_test_sets(bench)
 
 
-def _first_batch(folder, saturation, seed=0):
-    labeled = {"clean": str(folder), "saturation": saturation, "rain": {"clean_probability": 0.99}}
-    cfg = config_from_dict({"data": {"labeled": labeled}}).data
-    data = build_training_data(cfg, batch_size=32, crop_size=16, seed=seed, with_unlabeled=False)
-    _, clean = next(iter(data.labeled))
-    return (clean.numpy() + 1.0) / 2.0
-
-
-def test_saturation_greys_each_crop_by_a_factor_drawn_in_its_range(tmp_path):
-    photos = _photos(tmp_path / "clean", 4, seed=5)
-    colour = _first_batch(photos, [1.0, 1.0])
-    greyed = _first_batch(photos, [0.2, 0.6])
-    np.testing.assert_array_equal(greyed, _first_batch(photos, [0.2, 0.6]))  # seed-deterministic
-    assert np.any(greyed != _first_batch(photos, [0.2, 0.6], seed=1))
-    luma = (colour * [0.299, 0.587, 0.114]).sum(axis=-1, keepdims=True)
-    factors = []
-    for before, after, grey in zip(colour, greyed, luma, strict=True):
-        # The same crop (position, flip) as without the option, its colour scaled about its luma.
-        factor = np.sum((after - grey) * (before - grey)) / np.sum((before - grey) ** 2)
-        np.testing.assert_allclose(after, grey + factor * (before - grey), atol=2e-3)
-        factors.append(factor)
-    assert 0.2 - 1e-3 <= min(factors) < 0.3 and 0.5 < max(factors) <= 0.6 + 1e-3
-    assert np.mean(factors) == pytest.approx(0.4, abs=0.05)
-
-
-def test_saturation_settings_name_the_key():
-    for labeled in ({"saturation": [0.5, 1.5]}, {"saturation": [0.8, 0.2]}):
-        with pytest.raises(ConfigError, match=r"data\.labeled\.saturation"):
-            config_from_dict({"data": {"labeled": labeled}})
-    with pytest.raises(ConfigError, match=r"data\.labeled\.saturation: .*not with pairs"):
-        config_from_dict({"data": {"labeled": {"pairs": "p", "saturation": [0.0, 1.0]}}})
-
-
 def test_sample_grid_shows_the_new_options_with_set_keys(tmp_path, capsys):
     from moss_tf.data.rain_samples import main
 

@@ -426,11 +426,6 @@ class LabeledConfig:
         extra_clean: more folders (or lists) of clean images that join the
             training backgrounds of ``clean`` (default none); never held out,
             so the held-out test images stay those of ``clean``.
-        saturation: [min, max] factor on each training background's colour
-            saturation, drawn uniformly per crop before the rain is added
-            (0 = grey, 1 = as photographed; default [1, 1], off). Rain is
-            colourless; a network trained only on colourful photographs
-            finds it by colour and misses it on grey street scenes.
     """
 
     pairs: str | None = None
@@ -439,7 +434,6 @@ class LabeledConfig:
     holdout: int = 0
     rain: RainConfig = field(default_factory=_style_a)
     extra_clean: list[str] = field(default_factory=list)
-    saturation: list[float] = field(default_factory=lambda: [1.0, 1.0])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -463,9 +457,6 @@ class LabeledConfig:
             _fail(where, "holdout", "only applies to a labeled.clean folder or list")
         if self.extra_clean and self.pairs is not None:
             _fail(where, "extra_clean", "adds backgrounds for synthetic rain: not with pairs")
-        _check_range(self.saturation, where, "saturation", 0.0, 1.0)
-        if self.saturation != [1.0, 1.0] and self.pairs is not None:
-            _fail(where, "saturation", "changes backgrounds for synthetic rain: not with pairs")
         self.rain.validate(f"{where}.rain")
 
 

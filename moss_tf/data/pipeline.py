@@ -326,35 +326,18 @@ def _where(value: str) -> str:
     return "built-in photographs" if value == BUILTIN else value
 
 
-def _rain_on_crop(
-    pool: ImageSource, rain: RainSynthesizer, crop: int, saturation=(1.0, 1.0)
-) -> Callable:
-    """Element function: (rainy, clean) crops of image ``index``, float32 in [0, 1].
-
-    ``saturation``: [min, max] factor on the crop's colour saturation, drawn
-    per crop (``data.labeled.saturation``); [1, 1] draws nothing.
-    """
+def _rain_on_crop(pool: ImageSource, rain: RainSynthesizer, crop: int) -> Callable:
+    """Element function: (rainy, clean) crops of image ``index``, float32 in [0, 1]."""
 
     def make(index, element_seed):
         crop_seed, rain_seed = tf.unstack(tf.random.experimental.stateless_split(element_seed))
         image = pool.get(index)
         (clean,), top = _crop_and_flip([image], crop, crop_seed, with_top=True)
         clean = _to_unit(clean)
-        if list(saturation) != [1.0, 1.0]:
-            # Folded out of the element's seed: crops and rain stay as drawn without it.
-            seed = tf.random.experimental.stateless_fold_in(element_seed, 1)
-            factor = tf.random.stateless_uniform([], seed, saturation[0], saturation[1])
-            clean = _desaturate(clean, factor)
         # Rain that depends on the row (accumulation) follows the photo's rows.
         return rain(clean, rain_seed, rows=(top, tf.shape(image)[0])), clean
 
     return make
-
-
-def _desaturate(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
-    """``image`` [H, W, 3] in [0, 1] with its colour saturation times ``factor``, luma kept."""
-    luma = tf.reduce_sum(image * tf.constant([0.299, 0.587, 0.114]), axis=-1, keepdims=True)
-    return tf.clip_by_value(luma + factor * (image - luma), 0.0, 1.0)
 
 
 def _holdout_split(loader: _Loader, cfg: DataConfig) -> tuple[list[Path], list[Path]]:
@@ -402,8 +385,7 @@ def _labeled_source(
     for i, folder in enumerate(labeled.extra_clean):
         extra += loader.paths(folder, f"data.labeled.extra_clean[{i}]")
     pool = loader.images(paths + extra, f"data.labeled.clean ({value})")
-    rain = loader.synthesizer(labeled.rain, "data.labeled.rain")
-    rainy_clean = _rain_on_crop(pool, rain, crop, labeled.saturation)
+    rainy_clean = _rain_on_crop(pool, loader.synthesizer(labeled.rain, "data.labeled.rain"), crop)
 
     def make(index, element_seed):
         rainy, clean = rainy_clean(index, element_seed)
