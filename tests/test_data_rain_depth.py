@@ -61,7 +61,6 @@ def test_new_options_off_leave_earlier_draws_unchanged(preset, layers, seed):
     total, first, second = EARLIER_DRAWS[(preset, layers, seed)]
     rain = RainConfig(preset=preset, streaks="x" if layers else None, clean_probability=0.0)
     assert rain.depth_layers == [0, 0] and rain.accumulation_probability == 0.0  # off
-    assert rain.veil_only_probability == 0.0
     out = RainSynthesizer(rain, _bar_layers() if layers else None)(_random_clean(), list(seed))
     out = out.numpy()
     assert float(out.astype(np.float64).sum()) == pytest.approx(total, rel=1e-6)
@@ -263,49 +262,6 @@ def test_training_crops_are_veiled_by_their_rows_in_the_photo(tmp_path):
     assert veil.mean(axis=(1, 2, 3)).std() > 0.01  # crops from higher up are more veiled
 
 
-# --------------------------------------------------------------------------- veil-only images
-
-
-def _veil_only(probability: float) -> RainConfig:
-    # Dense streaks on every image (none left clean), no accumulation of their own.
-    return RainConfig(
-        preset="realistic",
-        density=[0.01, 0.01],
-        clean_probability=0.0,
-        veil_probability=0.0,
-        veil_only_probability=probability,
-        accumulation_airlight=[0.3, 0.5],
-    )
-
-
-def _streak_free(image: np.ndarray) -> bool:
-    # The accumulation varies only down the rows; a streak varies along a row.
-    return float(image.std(axis=1).max()) < 1e-5
-
-
-def test_veil_only_images_are_veiled_and_have_no_streaks():
-    grey = tf.fill([48, 40, 3], 0.8)
-    for seed in range(6):
-        out = RainSynthesizer(_veil_only(1.0))(grey, [seed, 4]).numpy()
-        assert _streak_free(out)
-        assert out.mean() < 0.8 - 0.02  # a dark airlight (<= 0.5) pulls the grey down
-        assert np.all(np.diff(out.mean(axis=(1, 2))) >= -1e-6)  # thinner towards the bottom
-
-
-def test_veil_only_images_come_at_their_probability_and_leave_the_rest_unchanged():
-    grey = tf.fill([40, 56, 3], 0.6)
-    off, on = RainSynthesizer(_veil_only(0.0)), RainSynthesizer(_veil_only(0.3))
-    veil_only = []
-    for seed in range(60):
-        image = on(grey, [seed, 2]).numpy()
-        np.testing.assert_array_equal(image, on(grey, [seed, 2]).numpy())  # seed-deterministic
-        veil_only.append(_streak_free(image))
-        if not veil_only[-1]:
-            np.testing.assert_array_equal(image, off(grey, [seed, 2]).numpy())
-    assert not any(_streak_free(off(grey, [s, 2]).numpy()) for s in range(6))
-    assert 0.15 < np.mean(veil_only) < 0.45
-
-
 # --------------------------------------------------------------------------- settings
 
 
@@ -325,7 +281,6 @@ def test_veil_only_images_come_at_their_probability_and_leave_the_rest_unchanged
         ({"accumulation_far": [0.0, 0.5]}, "accumulation_far"),
         ({"accumulation_horizon": [0.5, 1.0]}, "accumulation_horizon"),
         ({"accumulation_airlight": [0.6, 0.5]}, "accumulation_airlight"),
-        ({"veil_only_probability": -0.1}, "veil_only_probability"),
     ],
 )
 def test_bad_depth_and_accumulation_settings_name_the_key(rain, key):

@@ -169,7 +169,6 @@ _STREAK_DEFAULTS: dict[str, Any] = {
     "accumulation_far": [0.4, 0.7],
     "accumulation_horizon": [0.3, 0.6],
     "accumulation_airlight": [0.35, 0.9],
-    "veil_only_probability": 0.0,
 }
 
 _RANGE_KEYS = ("length", "width", "angle", "intensity", "haze")
@@ -282,10 +281,6 @@ class RainConfig:
         accumulation_airlight: [min, max] grey level of the airlight A (each
             channel moved by up to ``airlight_tint``); rain fog seen against
             an overcast sky is often darker than white.
-        veil_only_probability: probability that a rained image gets the
-            accumulation veil and no streaks at all (whatever its density and
-            ``accumulation_probability``), so a network must see the veil
-            itself rather than infer it from dense streaks; 0 = off.
     """
 
     preset: str = "light"
@@ -321,7 +316,6 @@ class RainConfig:
     accumulation_far: list[float] | None = None
     accumulation_horizon: list[float] | None = None
     accumulation_airlight: list[float] | None = None
-    veil_only_probability: float | None = None
 
     def __post_init__(self) -> None:
         # An unknown preset is reported by validate(), which knows the key path.
@@ -396,7 +390,6 @@ class RainConfig:
         _check_range(self.accumulation_far, where, "accumulation_far", 0.05, 1.0)
         _check_range(self.accumulation_horizon, where, "accumulation_horizon", 0.0, 0.95)
         _check_range(self.accumulation_airlight, where, "accumulation_airlight", 0.0, 1.0)
-        _check_probability(self.veil_only_probability, where, "veil_only_probability")
 
 
 def _style_a() -> RainConfig:

@@ -12,9 +12,9 @@ An optional haze (a bright veil) and an optional veil from the atmospheric
 scattering model (``I = B t + A (1 - t)``, transmission varying down the
 image) are blended in first, then the rain layer, optionally blurred, is
 added by a screen or additive blend; a share of the images can be left
-clean, and a share can get the accumulation veil alone. Every random choice
-comes from stateless ops keyed by an explicit seed, so the same seed gives
-the same rain whatever the thread count or order of tf.data's parallel map.
+clean. Every random choice comes from stateless ops keyed by an explicit
+seed, so the same seed gives the same rain whatever the thread count or
+order of tf.data's parallel map.
 
 All images here are float32 in [0, 1]; the pipeline converts to [-1, 1] at
 the model boundary.
@@ -334,12 +334,8 @@ class RainSynthesizer:
         density = streak_density(rain, seeds[2])
         if rain.veil_probability > 0:
             image = self._veil(image, extra[0], density)
-        veiled = None
-        if rain.accumulation_probability > 0 or rain.veil_only_probability > 0:
-            veiled, chosen = self._accumulation(image, _fold(seed, 3), rows)
-            if rain.accumulation_probability > 0:
-                chosen = tf.logical_and(chosen, density >= rain.veil_min_density)
-                image = tf.where(chosen, veiled, image)
+        if rain.accumulation_probability > 0:
+            image = self._accumulation(image, _fold(seed, 3), density, rows)
 
         angle = None
         if rain.shared_angle:
@@ -365,9 +361,6 @@ class RainSynthesizer:
             rainy = tf.clip_by_value(image + streaks, 0.0, 1.0)
         else:
             rainy = 1.0 - (1.0 - image) * (1.0 - streaks)  # screen: stays in [0, 1]
-        if rain.veil_only_probability > 0:
-            veil_only = tf.random.stateless_uniform([], _fold(seed, 5)) < rain.veil_only_probability
-            rainy = tf.where(veil_only, veiled, rainy)
         if rain.clean_probability > 0:
             keep_clean = tf.random.stateless_uniform([], extra[3]) < rain.clean_probability
             rainy = tf.where(keep_clean, clean, rainy)
@@ -394,13 +387,14 @@ class RainSynthesizer:
         airlight = tf.clip_by_value(_uniform(seeds[3], rain.airlight) + tint, 0.0, 1.0)
         return image * transmission + airlight * (1.0 - transmission)
 
-    def _accumulation(self, image: tf.Tensor, seed: tf.Tensor, rows):
-        """``(veiled, chosen)``: ``image`` under rain accumulation thickening with
-        distance (:func:`accumulation_transmission`), and whether
-        ``rain.accumulation_probability`` gives this image one."""
+    def _accumulation(self, image: tf.Tensor, seed: tf.Tensor, density, rows) -> tf.Tensor:
+        """Rain accumulation thickening with distance (:func:`accumulation_transmission`)."""
         rain = self.rain
         seeds = tf.random.experimental.stateless_split(seed, 6)
-        chosen = tf.random.stateless_uniform([], seeds[0]) < rain.accumulation_probability
+        applied = tf.logical_and(
+            tf.random.stateless_uniform([], seeds[0]) < rain.accumulation_probability,
+            density >= rain.veil_min_density,
+        )
         transmission = accumulation_transmission(
             _row_fractions(tf.shape(image)[0], rows),
             _uniform(seeds[1], rain.accumulation_near),
@@ -409,7 +403,8 @@ class RainSynthesizer:
         )
         tint = _uniform(seeds[5], (-rain.airlight_tint, rain.airlight_tint), [3])
         airlight = tf.clip_by_value(_uniform(seeds[4], rain.accumulation_airlight) + tint, 0.0, 1.0)
-        return image * transmission + airlight * (1.0 - transmission), chosen
+        veiled = image * transmission + airlight * (1.0 - transmission)
+        return tf.where(applied, veiled, image)
 
 
 def _row_fractions(height: tf.Tensor, rows) -> tf.Tensor:
