@@ -14,7 +14,7 @@ from PIL import Image
 from moss_tf.config import config_from_dict
 from moss_tf.data import RainConfig, RainSynthesizer, build_test_sets, build_training_data
 from moss_tf.data.pool import ImagePool
-from moss_tf.data.rain import accumulation_transmission, depth_layers
+from moss_tf.data.rain import accumulation_transmission, depth_layers, procedural_streaks
 from moss_tf.errors import ConfigError, DataError
 
 # --------------------------------------------------------------------------- off by default
@@ -61,6 +61,7 @@ def test_new_options_off_leave_earlier_draws_unchanged(preset, layers, seed):
     total, first, second = EARLIER_DRAWS[(preset, layers, seed)]
     rain = RainConfig(preset=preset, streaks="x" if layers else None, clean_probability=0.0)
     assert rain.depth_layers == [0, 0] and rain.accumulation_probability == 0.0  # off
+    assert rain.crisp_probability == 0.0
     out = RainSynthesizer(rain, _bar_layers() if layers else None)(_random_clean(), list(seed))
     out = out.numpy()
     assert float(out.astype(np.float64).sum()) == pytest.approx(total, rel=1e-6)
@@ -262,6 +263,47 @@ def test_training_crops_are_veiled_by_their_rows_in_the_photo(tmp_path):
     assert veil.mean(axis=(1, 2, 3)).std() > 0.01  # crops from higher up are more veiled
 
 
+# --------------------------------------------------------------------------- crisp streaks
+
+
+def _thin_streaks(crisp: float, seed) -> np.ndarray:
+    rain = RainConfig(
+        preset="realistic",
+        density=[0.003, 0.003],
+        width=[1.0, 1.0],
+        angle=[0.0, 0.0],
+        intensity=[0.5, 0.5],
+        crisp_probability=crisp,
+    )
+    size = tf.constant(48)
+    return procedural_streaks(size, size, rain, tf.constant(seed, tf.int64))[..., 0].numpy()
+
+
+def _is_crisp(layer: np.ndarray) -> bool:
+    # One-pixel bars: few lit pixels have a lit neighbour across the streaks (soft
+    # streaks of the same width: more than half; crisp ones: where two streaks touch).
+    lit = layer > 0.01
+    return bool(np.sum(lit[:, 1:] & lit[:, :-1]) < 0.4 * np.sum(lit))
+
+
+def test_crisp_streaks_are_one_pixel_bars_at_full_brightness():
+    for seed in range(4):
+        crisp, soft = _thin_streaks(1.0, [seed, 1]), _thin_streaks(0.0, [seed, 1])
+        assert _is_crisp(crisp) and crisp.max() >= 0.5  # even: no taper, no resampling blur
+        assert not _is_crisp(soft)  # tapered, spread by bilinear resampling
+
+
+def test_crisp_streaks_come_at_their_probability_and_leave_the_rest_unchanged():
+    crisp = []
+    for seed in range(60):
+        layer = _thin_streaks(0.4, [seed, 5])
+        np.testing.assert_array_equal(layer, _thin_streaks(0.4, [seed, 5]))  # seed-deterministic
+        crisp.append(_is_crisp(layer))
+        if not crisp[-1]:
+            np.testing.assert_array_equal(layer, _thin_streaks(0.0, [seed, 5]))
+    assert 0.2 < np.mean(crisp) < 0.7
+
+
 # --------------------------------------------------------------------------- settings
 
 
@@ -281,6 +323,7 @@ def test_training_crops_are_veiled_by_their_rows_in_the_photo(tmp_path):
         ({"accumulation_far": [0.0, 0.5]}, "accumulation_far"),
         ({"accumulation_horizon": [0.5, 1.0]}, "accumulation_horizon"),
         ({"accumulation_airlight": [0.6, 0.5]}, "accumulation_airlight"),
+        ({"crisp_probability": 1.5}, "crisp_probability"),
     ],
 )
 def test_bad_depth_and_accumulation_settings_name_the_key(rain, key):

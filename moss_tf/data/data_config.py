@@ -169,6 +169,7 @@ _STREAK_DEFAULTS: dict[str, Any] = {
     "accumulation_far": [0.4, 0.7],
     "accumulation_horizon": [0.3, 0.6],
     "accumulation_airlight": [0.35, 0.9],
+    "crisp_probability": 0.0,
 }
 
 _RANGE_KEYS = ("length", "width", "angle", "intensity", "haze")
@@ -281,6 +282,11 @@ class RainConfig:
         accumulation_airlight: [min, max] grey level of the airlight A (each
             channel moved by up to ``airlight_tint``); rain fog seen against
             an overcast sky is often darker than white.
+        crisp_probability: probability that an image's procedural streaks
+            are crisp: flat bars with hard edges, resampled by nearest
+            neighbour, so a one-pixel streak stays one pixel wide (rendered
+            rain in street-scene benchmarks looks like this); the others are
+            soft (tapered, Gaussian across, bilinear); 0 = off.
     """
 
     preset: str = "light"
@@ -316,6 +322,7 @@ class RainConfig:
     accumulation_far: list[float] | None = None
     accumulation_horizon: list[float] | None = None
     accumulation_airlight: list[float] | None = None
+    crisp_probability: float | None = None
 
     def __post_init__(self) -> None:
         # An unknown preset is reported by validate(), which knows the key path.
@@ -390,6 +397,7 @@ class RainConfig:
         _check_range(self.accumulation_far, where, "accumulation_far", 0.05, 1.0)
         _check_range(self.accumulation_horizon, where, "accumulation_horizon", 0.0, 0.95)
         _check_range(self.accumulation_airlight, where, "accumulation_airlight", 0.0, 1.0)
+        _check_probability(self.crisp_probability, where, "crisp_probability")
 
 
 def _style_a() -> RainConfig:

@@ -55,12 +55,14 @@ def _warp(
     scale: tf.Tensor | float,
     center: tf.Tensor,
     fill_mode: str,
+    interpolation: str = "BILINEAR",
 ) -> tf.Tensor:
     """Resample ``image`` [h, w, 1] onto an [H, W] grid, rotated by ``angle``.
 
     Output pixel p reads input ``center + R(angle) (p - out_center) / scale``
-    (bilinear): a vertical input line leans right (top to the right) for a
-    positive angle. ``center`` is (x, y) in input pixels.
+    (``interpolation``: BILINEAR or NEAREST): a vertical input line leans
+    right (top to the right) for a positive angle. ``center`` is (x, y) in
+    input pixels.
     """
     out_cx = (tf.cast(out_width, tf.float32) - 1.0) / 2.0
     out_cy = (tf.cast(out_height, tf.float32) - 1.0) / 2.0
@@ -87,7 +89,7 @@ def _warp(
         transforms=transform[None],
         output_shape=tf.stack([out_height, out_width]),
         fill_value=0.0,
-        interpolation="BILINEAR",
+        interpolation=interpolation,
         fill_mode=fill_mode,
     )
     return warped[0]
@@ -142,7 +144,9 @@ def procedural_streaks(
     (parabolic profile of ``rain.length`` pixels) and a Gaussian cross
     profile (``rain.width`` pixels at half maximum), on a square canvas large
     enough to cover [H, W] at any angle, which is then rotated by an angle from
-    ``rain.angle`` (degrees from vertical, positive leans right). Length, width
+    ``rain.angle`` (degrees from vertical, positive leans right). On a share
+    ``rain.crisp_probability`` of the images the streaks are flat bars with
+    hard edges instead, rotated by nearest neighbour. Length, width
     and angle are drawn once per call, as rain in one photo falls alike; so is
     the density when ``rain.density`` is a [min, max] range (log-uniformly).
 
@@ -161,6 +165,9 @@ def procedural_streaks(
     length = _uniform(seeds[1], rain.length)
     thickness = _uniform(seeds[2], rain.width)
     sizes = (_taps(rain.length[1], rain.width[1]), length, thickness)
+    crisp = None
+    if rain.crisp_probability > 0:
+        crisp = tf.random.stateless_uniform([], _fold(seed, 6)) < rain.crisp_probability
     return _draw_streaks(
         height,
         width,
@@ -169,6 +176,7 @@ def procedural_streaks(
         density,
         seeds[3],
         lambda shape: _uniform(seeds[4], rain.intensity, shape),
+        crisp,
     )
 
 
@@ -177,12 +185,18 @@ def _taps(max_length: float, max_width: float) -> tuple[int, int]:
     return 2 * math.ceil(max_length / 2) + 1, 2 * math.ceil(1.5 * max_width) + 1
 
 
-def _draw_streaks(height, width, sizes, angle, density, starts_seed, brightness) -> tf.Tensor:
+def _draw_streaks(
+    height, width, sizes, angle, density, starts_seed, brightness, crisp=None
+) -> tf.Tensor:
     """Streaks of one length, width and angle from random starts: ``[H, W, 1]`` in [0, 1].
 
     ``sizes`` is ``((long_taps, cross_taps), length, thickness)``: the static
     kernel sizes (from the largest length and width) and this layer's values;
-    ``brightness(shape)`` draws each start's brightness.
+    ``brightness(shape)`` draws each start's brightness. Streaks are soft
+    (tapered ends, a Gaussian cross profile, bilinear resampling) unless
+    ``crisp`` (a boolean tensor) holds: then they are bars, flat along their
+    length and across, with hard edges, resampled by nearest neighbour, so a
+    one-pixel streak stays one pixel wide.
     """
     (long_taps, cross_taps), length, thickness = sizes
     steps = tf.range(long_taps, dtype=tf.float32) - long_taps // 2
@@ -190,6 +204,9 @@ def _draw_streaks(height, width, sizes, angle, density, starts_seed, brightness)
     offsets = tf.range(cross_taps, dtype=tf.float32) - cross_taps // 2
     sigma = thickness / 2.3548  # width is the full width at half maximum
     across = tf.exp(-tf.square(offsets) / (2.0 * tf.square(sigma)))
+    if crisp is not None:
+        along = tf.where(crisp, _bar(steps, length), along)
+        across = tf.where(crisp, _bar(offsets, thickness), across)
 
     height = tf.cast(height, tf.int32)
     width = tf.cast(width, tf.int32)
@@ -201,9 +218,21 @@ def _draw_streaks(height, width, sizes, angle, density, starts_seed, brightness)
     canvas = tf.where(starts, brightness(seed_shape), 0.0)[None, :, :, None]
     canvas = tf.nn.conv2d(canvas, tf.reshape(along, [long_taps, 1, 1, 1]), 1, "VALID")
     canvas = tf.nn.conv2d(canvas, tf.reshape(across, [1, cross_taps, 1, 1]), 1, "VALID")
-    center = (tf.cast(side, tf.float32) - 1.0) / 2.0
-    layer = _warp(canvas[0], height, width, angle, 1.0, tf.stack([center, center]), "CONSTANT")
+    center = tf.stack([(tf.cast(side, tf.float32) - 1.0) / 2.0] * 2)
+
+    def warp(interpolation):
+        return _warp(canvas[0], height, width, angle, 1.0, center, "CONSTANT", interpolation)
+
+    if crisp is None:
+        layer = warp("BILINEAR")
+    else:
+        layer = tf.cond(crisp, lambda: warp("NEAREST"), lambda: warp("BILINEAR"))
     return tf.clip_by_value(layer, 0.0, 1.0)
+
+
+def _bar(offsets: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    """A flat profile ``size`` taps long centred on offset 0; each end tap holds what is left."""
+    return tf.clip_by_value(size / 2.0 + 0.5 - tf.abs(offsets), 0.0, 1.0)
 
 
 def streak_layer_rain(
