@@ -270,7 +270,12 @@ def inference_rows(keras: dict, saved: dict) -> list[list[str]]:
         if gflop is None and not any(seconds):
             continue
         cells += [fmt(s) for s in seconds]
-        cells += [fmt(gflop / s, 0) if s and gflop else "–" for s in seconds]
+        # A tiled SavedModel call does more arithmetic than the whole-image count.
+        counted = [not latency[name].get(size, {}).get("tiled") for name in latency]
+        cells += [
+            fmt(gflop / s, 0) if s and gflop and whole else "–"
+            for s, whole in zip(seconds, counted, strict=True)
+        ]
         peaks = [latency[name].get(size, {}).get("peak_rss_mb") for name in latency]
         cells.append(" / ".join(fmt(p, 0) for p in peaks))
         rows.append(cells)

@@ -48,12 +48,16 @@ def inference(
     :func:`moss_tf.export.saved_model.export_saved_model`, reloaded, its
     ``serving_default`` signature, input in [0, 1]). Sizes run in increasing
     order, so the peak memory read after each size is that size's peak.
+    A SavedModel latency row says ``tiled`` when the image is larger than the
+    export's tile: it then runs the command line's tiles and two passes, more
+    arithmetic than the whole-image FLOP count.
     The Keras variant also counts forward FLOPs at ``flop_sizes`` (traced
     only, not run).
     """
     tf = setup_tensorflow(threads)
     from bench.bench_inference import timed
     from bench.flops import function_flops
+    from moss_tf.infer.derain import DEFAULT_TILE_SIZE
     from moss_tf.nn.network import MOSSNet
 
     net = MOSSNet()
@@ -92,6 +96,7 @@ def inference(
                     "runs": runs,
                     "cores_used": usage.cores,
                     "peak_rss_mb": max_rss_mb(),
+                    "tiled": variant == "savedmodel" and side > DEFAULT_TILE_SIZE,
                 }
             )
     return result

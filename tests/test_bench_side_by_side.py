@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench.__main__ import scoring_note
+from bench.__main__ import inference_rows, scoring_note
 from bench.side_by_side import Round, measurements, report, side_by_side_rows
 from moss_tf.config import load_config
 
@@ -90,3 +90,33 @@ def test_scoring_note_gives_images_per_second_of_the_network_and_of_scoring():
     }
     note = scoring_note(result)
     assert "network 2.00 images/s" in note and "0.200 s per image (5.0 images/s)" in note
+
+
+def test_a_tiled_savedmodel_row_keeps_its_ratio_but_claims_no_rate():
+    # Above the export's tile the SavedModel runs tiles and two passes: the
+    # whole-image GFLOP count does not describe its work.
+    latency = {"size": 1024, "median_s": 2.0, "cores_used": 2.0}
+    flops = [{"size": 1024, "flops": {"Conv2D": 320e9}}]
+    round_ = Round(
+        {
+            "ours/inference/keras": {
+                "latency": [{**latency, "median_s": 1.0}],
+                "forward_flops": flops,
+            },
+            "ours/inference/savedmodel": {"latency": [{**latency, "tiled": True}]},
+            "reference/inference": {"latency": [{**latency, "median_s": 4.0}]},
+        }
+    )
+    rows = {row[0]: row for row in side_by_side_rows([round_])}
+    whole = rows["one 1024² image, Keras graph"]
+    assert whole[4] == "4.00×" and whole[5] == "320"
+    tiled = rows["one 1024² image, SavedModel, tiled"]
+    assert tiled[4] == "2.00×"
+    assert tiled[5:7] == ["–", "–"] and tiled[7] == "80"  # the reference's rate stays
+    assert "Tiled: the SavedModel serves" in report([round_], threads=2)
+    keras, saved = (
+        round_.results["ours/inference/keras"],
+        round_.results["ours/inference/savedmodel"],
+    )
+    (row,) = inference_rows(keras, saved)
+    assert row[0] == "1024 × 1024" and row[4:6] == ["320", "–"]
