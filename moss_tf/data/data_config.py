@@ -286,7 +286,9 @@ class RainConfig:
             are crisp: flat bars with hard edges, resampled by nearest
             neighbour, so a one-pixel streak stays one pixel wide (rendered
             rain in street-scene benchmarks looks like this); the others are
-            soft (tapered, Gaussian across, bilinear); 0 = off.
+            soft (tapered, Gaussian across, bilinear); 0 = off. Only the
+            main streak layer: the depth layers keep their soft profile and
+            their own ``depth_blur``.
     """
 
     preset: str = "light"
