@@ -61,7 +61,7 @@ def test_new_options_off_leave_earlier_draws_unchanged(preset, layers, seed):
     total, first, second = EARLIER_DRAWS[(preset, layers, seed)]
     rain = RainConfig(preset=preset, streaks="x" if layers else None, clean_probability=0.0)
     assert rain.depth_layers == [0, 0] and rain.accumulation_probability == 0.0  # off
-    assert rain.crisp_probability == 0.0
+    assert rain.crisp_probability == 0.0 and rain.streak_tint == 0.0
     out = RainSynthesizer(rain, _bar_layers() if layers else None)(_random_clean(), list(seed))
     out = out.numpy()
     assert float(out.astype(np.float64).sum()) == pytest.approx(total, rel=1e-6)
@@ -304,6 +304,47 @@ def test_crisp_streaks_come_at_their_probability_and_leave_the_rest_unchanged():
     assert 0.2 < np.mean(crisp) < 0.7
 
 
+# --------------------------------------------------------------------------- streak colour
+
+
+def _streak_colour(tint: float, seed) -> np.ndarray:
+    """The colour rain with ``streak_tint=tint`` gives streaks on black, brightest channel 1."""
+    rain = RainConfig(
+        preset="realistic",
+        density=[0.01, 0.01],
+        veil_probability=0.0,
+        clean_probability=0.0,
+        streak_tint=tint,
+    )
+    black = tf.zeros([32, 32, 3])
+    rainy = RainSynthesizer(rain)(black, seed).numpy()
+    lit = rainy.max(axis=-1) > 0.05
+    colour = np.median(rainy[lit] / rainy[lit].max(axis=-1, keepdims=True), axis=0)
+    return colour, rainy
+
+
+def test_streak_tint_colours_each_image_within_its_range():
+    colours = []
+    for seed in range(40):
+        colour, rainy = _streak_colour(0.4, [seed, 3])
+        again = _streak_colour(0.4, [seed, 3])[1]
+        np.testing.assert_array_equal(rainy, again)  # seed-deterministic
+        assert colour.max() == pytest.approx(1.0) and colour.min() >= 0.6 - 1e-3
+        colours.append(colour)
+    colours = np.array(colours)
+    assert colours.min() < 0.7  # some images far from white ...
+    assert np.mean(colours.min(axis=1) > 0.9) > 0.05  # ... some nearly white
+    assert np.all(colours.std(axis=0) > 0.05)  # every channel varies between images
+
+
+def test_streak_tint_changes_only_the_colour():
+    for seed in range(5):
+        white = _streak_colour(0.0, [seed, 3])[1]
+        assert np.allclose(white[..., 0], white[..., 2])  # grey streaks without the option
+        tinted = _streak_colour(0.5, [seed, 3])[1]
+        np.testing.assert_allclose(tinted.max(axis=-1), white.max(axis=-1), atol=1e-6)
+
+
 # --------------------------------------------------------------------------- settings
 
 
@@ -324,6 +365,8 @@ def test_crisp_streaks_come_at_their_probability_and_leave_the_rest_unchanged():
         ({"accumulation_horizon": [0.5, 1.0]}, "accumulation_horizon"),
         ({"accumulation_airlight": [0.6, 0.5]}, "accumulation_airlight"),
         ({"crisp_probability": 1.5}, "crisp_probability"),
+        ({"streak_tint": 1.0}, "streak_tint"),
+        ({"streak_tint": -0.1}, "streak_tint"),
     ],
 )
 def test_bad_depth_and_accumulation_settings_name_the_key(rain, key):

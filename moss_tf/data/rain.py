@@ -386,6 +386,8 @@ class RainSynthesizer:
             layers = depth_layers(height, width, rain, _fold(seed, 4), angle)
             streaks = 1.0 - (1.0 - streaks) * (1.0 - layers)
 
+        if rain.streak_tint > 0:
+            streaks = streaks * _streak_colour(rain.streak_tint, _fold(seed, 7))
         if rain.blend == "add":
             rainy = tf.clip_by_value(image + streaks, 0.0, 1.0)
         else:
@@ -434,6 +436,17 @@ class RainSynthesizer:
         airlight = tf.clip_by_value(_uniform(seeds[4], rain.accumulation_airlight) + tint, 0.0, 1.0)
         veiled = image * transmission + airlight * (1.0 - transmission)
         return tf.where(applied, veiled, image)
+
+
+def _streak_colour(tint: float, seed: tf.Tensor) -> tf.Tensor:
+    """One image's streak colour ``[3]``: each channel ``1 - tint * u`` (u uniform
+    in [0, 1]), scaled so the brightest channel is 1.
+
+    Streaks are drops lit by the scene: under green trees or a blue sky they
+    take its colour, not pure white.
+    """
+    colour = 1.0 - tint * tf.random.stateless_uniform([3], seed)
+    return colour / tf.reduce_max(colour)
 
 
 def _row_fractions(height: tf.Tensor, rows) -> tf.Tensor:
