@@ -61,7 +61,7 @@ def test_new_options_off_leave_earlier_draws_unchanged(preset, layers, seed):
     total, first, second = EARLIER_DRAWS[(preset, layers, seed)]
     rain = RainConfig(preset=preset, streaks="x" if layers else None, clean_probability=0.0)
     assert rain.depth_layers == [0, 0] and rain.accumulation_probability == 0.0  # off
-    assert rain.crisp_probability == 0.0 and rain.streak_tint == 0.0
+    assert rain.crisp_probability == 0.0 and rain.light_tint == 0.0
     out = RainSynthesizer(rain, _bar_layers() if layers else None)(_random_clean(), list(seed))
     out = out.numpy()
     assert float(out.astype(np.float64).sum()) == pytest.approx(total, rel=1e-6)
@@ -307,14 +307,14 @@ def test_crisp_streaks_come_at_their_probability_and_leave_the_rest_unchanged():
 # --------------------------------------------------------------------------- streak colour
 
 
-def _streak_colour(tint: float, seed) -> np.ndarray:
-    """The colour rain with ``streak_tint=tint`` gives streaks on black, brightest channel 1."""
+def _light_colour(tint: float, seed) -> np.ndarray:
+    """The colour rain with ``light_tint=tint`` gives streaks on black, brightest channel 1."""
     rain = RainConfig(
         preset="realistic",
         density=[0.01, 0.01],
         veil_probability=0.0,
         clean_probability=0.0,
-        streak_tint=tint,
+        light_tint=tint,
     )
     black = tf.zeros([32, 32, 3])
     rainy = RainSynthesizer(rain)(black, seed).numpy()
@@ -323,11 +323,11 @@ def _streak_colour(tint: float, seed) -> np.ndarray:
     return colour, rainy
 
 
-def test_streak_tint_colours_each_image_within_its_range():
+def test_light_tint_colours_each_image_within_its_range():
     colours = []
     for seed in range(40):
-        colour, rainy = _streak_colour(0.4, [seed, 3])
-        again = _streak_colour(0.4, [seed, 3])[1]
+        colour, rainy = _light_colour(0.4, [seed, 3])
+        again = _light_colour(0.4, [seed, 3])[1]
         np.testing.assert_array_equal(rainy, again)  # seed-deterministic
         assert colour.max() == pytest.approx(1.0) and colour.min() >= 0.6 - 1e-3
         colours.append(colour)
@@ -337,11 +337,28 @@ def test_streak_tint_colours_each_image_within_its_range():
     assert np.all(colours.std(axis=0) > 0.05)  # every channel varies between images
 
 
-def test_streak_tint_changes_only_the_colour():
+def test_light_tint_colours_the_accumulation_as_the_streaks():
+    fog = RainConfig(
+        preset="realistic",
+        intensity=[0.0, 0.0],  # no procedural streaks: the fog alone on black
+        veil_probability=0.0,
+        accumulation_probability=1.0,
+        veil_min_density=0.0,
+        airlight_tint=0.0,
+        clean_probability=0.0,
+        light_tint=0.4,
+    )
     for seed in range(5):
-        white = _streak_colour(0.0, [seed, 3])[1]
+        rainy = RainSynthesizer(fog)(tf.zeros([32, 32, 3]), [seed, 3]).numpy()
+        fog_colour = rainy[-1, 0] / rainy[-1, 0].max()
+        np.testing.assert_allclose(fog_colour, _light_colour(0.4, [seed, 3])[0], atol=0.02)
+
+
+def test_light_tint_changes_only_the_colour():
+    for seed in range(5):
+        white = _light_colour(0.0, [seed, 3])[1]
         assert np.allclose(white[..., 0], white[..., 2])  # grey streaks without the option
-        tinted = _streak_colour(0.5, [seed, 3])[1]
+        tinted = _light_colour(0.5, [seed, 3])[1]
         np.testing.assert_allclose(tinted.max(axis=-1), white.max(axis=-1), atol=1e-6)
 
 
@@ -365,8 +382,8 @@ def test_streak_tint_changes_only_the_colour():
         ({"accumulation_horizon": [0.5, 1.0]}, "accumulation_horizon"),
         ({"accumulation_airlight": [0.6, 0.5]}, "accumulation_airlight"),
         ({"crisp_probability": 1.5}, "crisp_probability"),
-        ({"streak_tint": 1.0}, "streak_tint"),
-        ({"streak_tint": -0.1}, "streak_tint"),
+        ({"light_tint": 1.0}, "light_tint"),
+        ({"light_tint": -0.1}, "light_tint"),
     ],
 )
 def test_bad_depth_and_accumulation_settings_name_the_key(rain, key):

@@ -170,7 +170,7 @@ _STREAK_DEFAULTS: dict[str, Any] = {
     "accumulation_horizon": [0.3, 0.6],
     "accumulation_airlight": [0.35, 0.9],
     "crisp_probability": 0.0,
-    "streak_tint": 0.0,
+    "light_tint": 0.0,
 }
 
 _RANGE_KEYS = ("length", "width", "angle", "intensity", "haze")
@@ -290,12 +290,14 @@ class RainConfig:
             soft (tapered, Gaussian across, bilinear); 0 = off. Only the
             main streak layer: the depth layers keep their soft profile and
             their own ``depth_blur``.
-        streak_tint: how far the streaks' colour may be from white, per
-            image: each channel's brightness is ``1 - streak_tint * u`` (u
-            uniform in [0, 1]) relative to the brightest channel (all streak
-            layers of the image alike); 0 = white streaks. Drops take the
-            colour of the light around them (street-scene benchmarks render
-            them green-grey, about 0.82 / 1 / 0.82).
+        light_tint: how far the colour of the light in the rain may be
+            from white, per image: each channel's brightness is
+            ``1 - light_tint * u`` (u uniform in [0, 1]) relative to the
+            brightest channel, applied to every streak layer and to the
+            airlight of the veil and the accumulation alike; 0 = white
+            light. Drops and fog scatter the light around them
+            (street-scene benchmarks render both green-grey, about
+            0.8 / 1 / 0.8, the colour of their scenes).
     """
 
     preset: str = "light"
@@ -332,7 +334,7 @@ class RainConfig:
     accumulation_horizon: list[float] | None = None
     accumulation_airlight: list[float] | None = None
     crisp_probability: float | None = None
-    streak_tint: float | None = None
+    light_tint: float | None = None
 
     def __post_init__(self) -> None:
         # An unknown preset is reported by validate(), which knows the key path.
@@ -408,8 +410,8 @@ class RainConfig:
         _check_range(self.accumulation_horizon, where, "accumulation_horizon", 0.0, 0.95)
         _check_range(self.accumulation_airlight, where, "accumulation_airlight", 0.0, 1.0)
         _check_probability(self.crisp_probability, where, "crisp_probability")
-        if not 0.0 <= self.streak_tint < 1.0:
-            _fail(where, "streak_tint", f"must be in [0, 1), got {self.streak_tint}")
+        if not 0.0 <= self.light_tint < 1.0:
+            _fail(where, "light_tint", f"must be in [0, 1), got {self.light_tint}")
 
 
 def _style_a() -> RainConfig:

@@ -361,10 +361,13 @@ class RainSynthesizer:
         light = _uniform(seeds[1], _HAZE_LIGHT)
         image = clean * (1.0 - haze) + haze * light
         density = streak_density(rain, seeds[2])
+        colour = None  # of the light the drops and the fog scatter
+        if rain.light_tint > 0:
+            colour = _light_colour(rain.light_tint, _fold(seed, 7))
         if rain.veil_probability > 0:
-            image = self._veil(image, extra[0], density)
+            image = self._veil(image, extra[0], density, colour)
         if rain.accumulation_probability > 0:
-            image = self._accumulation(image, _fold(seed, 3), density, rows)
+            image = self._accumulation(image, _fold(seed, 3), density, rows, colour)
 
         angle = None
         if rain.shared_angle:
@@ -386,8 +389,8 @@ class RainSynthesizer:
             layers = depth_layers(height, width, rain, _fold(seed, 4), angle)
             streaks = 1.0 - (1.0 - streaks) * (1.0 - layers)
 
-        if rain.streak_tint > 0:
-            streaks = streaks * _streak_colour(rain.streak_tint, _fold(seed, 7))
+        if colour is not None:
+            streaks = streaks * colour
         if rain.blend == "add":
             rainy = tf.clip_by_value(image + streaks, 0.0, 1.0)
         else:
@@ -397,7 +400,7 @@ class RainSynthesizer:
             rainy = tf.where(keep_clean, clean, rainy)
         return rainy
 
-    def _veil(self, image: tf.Tensor, seed: tf.Tensor, density) -> tf.Tensor:
+    def _veil(self, image: tf.Tensor, seed: tf.Tensor, density, colour) -> tf.Tensor:
         """``I = B t + A (1 - t)`` with t lowest at the top row, on some images.
 
         Only images whose streak ``density`` reaches ``rain.veil_min_density``
@@ -415,10 +418,12 @@ class RainSynthesizer:
         transmission = 1.0 - (1.0 - top) * (1.0 - fade * rows)
         transmission = tf.where(veiled, transmission, tf.ones_like(transmission))
         tint = _uniform(seeds[4], (-rain.airlight_tint, rain.airlight_tint), [3])
-        airlight = tf.clip_by_value(_uniform(seeds[3], rain.airlight) + tint, 0.0, 1.0)
+        airlight = _coloured(
+            tf.clip_by_value(_uniform(seeds[3], rain.airlight) + tint, 0.0, 1.0), colour
+        )
         return image * transmission + airlight * (1.0 - transmission)
 
-    def _accumulation(self, image: tf.Tensor, seed: tf.Tensor, density, rows) -> tf.Tensor:
+    def _accumulation(self, image: tf.Tensor, seed: tf.Tensor, density, rows, colour) -> tf.Tensor:
         """Rain accumulation thickening with distance (:func:`accumulation_transmission`)."""
         rain = self.rain
         seeds = tf.random.experimental.stateless_split(seed, 6)
@@ -434,19 +439,24 @@ class RainSynthesizer:
         )
         tint = _uniform(seeds[5], (-rain.airlight_tint, rain.airlight_tint), [3])
         airlight = tf.clip_by_value(_uniform(seeds[4], rain.accumulation_airlight) + tint, 0.0, 1.0)
+        airlight = _coloured(airlight, colour)
         veiled = image * transmission + airlight * (1.0 - transmission)
         return tf.where(applied, veiled, image)
 
 
-def _streak_colour(tint: float, seed: tf.Tensor) -> tf.Tensor:
-    """One image's streak colour ``[3]``: each channel ``1 - tint * u`` (u uniform
-    in [0, 1]), scaled so the brightest channel is 1.
+def _light_colour(tint: float, seed: tf.Tensor) -> tf.Tensor:
+    """One image's colour of the light in the rain ``[3]``: each channel
+    ``1 - tint * u`` (u uniform in [0, 1]), scaled so the brightest channel is 1.
 
-    Streaks are drops lit by the scene: under green trees or a blue sky they
-    take its colour, not pure white.
+    Drops and fog scatter the light around them: under green trees or a blue
+    sky they take its colour, not pure white.
     """
     colour = 1.0 - tint * tf.random.stateless_uniform([3], seed)
     return colour / tf.reduce_max(colour)
+
+
+def _coloured(airlight: tf.Tensor, colour: tf.Tensor | None) -> tf.Tensor:
+    return airlight if colour is None else airlight * colour
 
 
 def _row_fractions(height: tf.Tensor, rows) -> tf.Tensor:
