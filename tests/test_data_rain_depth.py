@@ -304,11 +304,12 @@ def test_crisp_streaks_come_at_their_probability_and_leave_the_rest_unchanged():
     assert 0.2 < np.mean(crisp) < 0.7
 
 
-# --------------------------------------------------------------------------- streak colour
+# --------------------------------------------------------------------------- the light's colour
 
 
-def _light_colour(tint: float, seed) -> np.ndarray:
-    """The colour rain with ``light_tint=tint`` gives streaks on black, brightest channel 1."""
+def _light_colour(tint: float, seed) -> tuple[np.ndarray, np.ndarray]:
+    """(median colour of the streaks, brightest channel 1; the image) of rain with
+    ``light_tint=tint`` on black."""
     rain = RainConfig(
         preset="realistic",
         density=[0.01, 0.01],
@@ -337,20 +338,22 @@ def test_light_tint_colours_each_image_within_its_range():
     assert np.all(colours.std(axis=0) > 0.05)  # every channel varies between images
 
 
-def test_light_tint_colours_the_accumulation_as_the_streaks():
+@pytest.mark.parametrize("fog", ["veil", "accumulation"])
+def test_light_tint_colours_the_fog_as_the_streaks(fog):
     fog = RainConfig(
         preset="realistic",
         intensity=[0.0, 0.0],  # no procedural streaks: the fog alone on black
-        veil_probability=0.0,
-        accumulation_probability=1.0,
+        veil_probability=1.0 if fog == "veil" else 0.0,
+        accumulation_probability=1.0 if fog == "accumulation" else 0.0,
         veil_min_density=0.0,
+        veil_transmission=[0.5, 0.7],
         airlight_tint=0.0,
         clean_probability=0.0,
         light_tint=0.4,
     )
     for seed in range(5):
         rainy = RainSynthesizer(fog)(tf.zeros([32, 32, 3]), [seed, 3]).numpy()
-        fog_colour = rainy[-1, 0] / rainy[-1, 0].max()
+        fog_colour = rainy[0, 0] / rainy[0, 0].max()  # the top row: the thickest fog
         np.testing.assert_allclose(fog_colour, _light_colour(0.4, [seed, 3])[0], atol=0.02)
 
 

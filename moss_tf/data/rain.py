@@ -418,9 +418,8 @@ class RainSynthesizer:
         transmission = 1.0 - (1.0 - top) * (1.0 - fade * rows)
         transmission = tf.where(veiled, transmission, tf.ones_like(transmission))
         tint = _uniform(seeds[4], (-rain.airlight_tint, rain.airlight_tint), [3])
-        airlight = _coloured(
-            tf.clip_by_value(_uniform(seeds[3], rain.airlight) + tint, 0.0, 1.0), colour
-        )
+        airlight = tf.clip_by_value(_uniform(seeds[3], rain.airlight) + tint, 0.0, 1.0)
+        airlight = _coloured(airlight, colour)
         return image * transmission + airlight * (1.0 - transmission)
 
     def _accumulation(self, image: tf.Tensor, seed: tf.Tensor, density, rows, colour) -> tf.Tensor:
