@@ -417,9 +417,7 @@ class RainSynthesizer:
         rows = tf.linspace(0.0, 1.0, tf.shape(image)[0])[:, None, None]
         transmission = 1.0 - (1.0 - top) * (1.0 - fade * rows)
         transmission = tf.where(veiled, transmission, tf.ones_like(transmission))
-        tint = _uniform(seeds[4], (-rain.airlight_tint, rain.airlight_tint), [3])
-        airlight = tf.clip_by_value(_uniform(seeds[3], rain.airlight) + tint, 0.0, 1.0)
-        airlight = _coloured(airlight, colour)
+        airlight = self._airlight(rain.airlight, seeds[3], seeds[4], colour)
         return image * transmission + airlight * (1.0 - transmission)
 
     def _accumulation(self, image: tf.Tensor, seed: tf.Tensor, density, rows, colour) -> tf.Tensor:
@@ -436,11 +434,17 @@ class RainSynthesizer:
             _uniform(seeds[2], rain.accumulation_far),
             _uniform(seeds[3], rain.accumulation_horizon),
         )
-        tint = _uniform(seeds[5], (-rain.airlight_tint, rain.airlight_tint), [3])
-        airlight = tf.clip_by_value(_uniform(seeds[4], rain.accumulation_airlight) + tint, 0.0, 1.0)
-        airlight = _coloured(airlight, colour)
+        airlight = self._airlight(rain.accumulation_airlight, seeds[4], seeds[5], colour)
         veiled = image * transmission + airlight * (1.0 - transmission)
         return tf.where(applied, veiled, image)
+
+    def _airlight(self, levels, level_seed, tint_seed, colour) -> tf.Tensor:
+        """A fog's airlight ``[3]``: a grey level from ``levels``, each channel moved
+        by up to ``rain.airlight_tint``, then in the light's ``colour`` (if any)."""
+        spread = self.rain.airlight_tint
+        tint = _uniform(tint_seed, (-spread, spread), [3])
+        airlight = tf.clip_by_value(_uniform(level_seed, levels) + tint, 0.0, 1.0)
+        return airlight if colour is None else airlight * colour
 
 
 def _light_colour(tint: float, seed: tf.Tensor) -> tf.Tensor:
@@ -452,10 +456,6 @@ def _light_colour(tint: float, seed: tf.Tensor) -> tf.Tensor:
     """
     colour = 1.0 - tint * tf.random.stateless_uniform([3], seed)
     return colour / tf.reduce_max(colour)
-
-
-def _coloured(airlight: tf.Tensor, colour: tf.Tensor | None) -> tf.Tensor:
-    return airlight if colour is None else airlight * colour
 
 
 def _row_fractions(height: tf.Tensor, rows) -> tf.Tensor:
