@@ -340,7 +340,7 @@ def test_light_tint_colours_each_image_within_its_range():
 
 @pytest.mark.parametrize("fog", ["veil", "accumulation"])
 def test_light_tint_colours_the_fog_as_the_streaks(fog):
-    fog = RainConfig(
+    rain = RainConfig(
         preset="realistic",
         intensity=[0.0, 0.0],  # no procedural streaks: the fog alone on black
         veil_probability=1.0 if fog == "veil" else 0.0,
@@ -352,7 +352,7 @@ def test_light_tint_colours_the_fog_as_the_streaks(fog):
         light_tint=0.4,
     )
     for seed in range(5):
-        rainy = RainSynthesizer(fog)(tf.zeros([32, 32, 3]), [seed, 3]).numpy()
+        rainy = RainSynthesizer(rain)(tf.zeros([32, 32, 3]), [seed, 3]).numpy()
         fog_colour = rainy[0, 0] / rainy[0, 0].max()  # the top row: the thickest fog
         np.testing.assert_allclose(fog_colour, _light_colour(0.4, [seed, 3])[0], atol=0.02)
 
