@@ -33,6 +33,8 @@ from moss_tf.errors import ConfigError
 from moss_tf.nn.defaults import MEMORY_MODES, network_defaults
 
 LR_SCHEDULES = ("constant", "cosine")
+# train.select_floor's value for "above this split's rainy input".
+FLOOR_INPUT = "input"
 # The configs that ship with the package (`--config NAME` finds them by name).
 SHIPPED_CONFIGS = Path(__file__).with_name("configs")
 # train.mixed_precision -> the Keras policy it trains under (None: float32).
@@ -156,10 +158,11 @@ class TrainConfig(Section):
     # splits, to choose on rain the project did not make.
     select_on: list[str] = field(default_factory=list)
     # Floors a validation must meet to be chosen at all, as split: minimum RGB
-    # PSNR (dB); e.g. {none: 35.0} chooses on rain made by others only among
-    # the checkpoints that still leave rain-free photos above 35 dB. When no
-    # validation meets them, best.weights.h5 is the stage's final network.
-    select_floor: dict[str, float] = field(default_factory=dict)
+    # PSNR (dB), or "input": above that split's rainy input; e.g. {none: 35.0,
+    # light: input} chooses on rain made by others only among the checkpoints
+    # that still leave rain-free photos above 35 dB and improve on light rain.
+    # When no validation meets them, best.weights.h5 is the stage's final network.
+    select_floor: dict[str, float | str] = field(default_factory=dict)
     checkpoint_every: int = 100
     image_every: int = 100
     devices: list[str] = field(default_factory=list)
@@ -209,6 +212,13 @@ class TrainConfig(Section):
             "select_on",
             f"must be distinct, non-empty split names, got {self.select_on}",
         )
+        for split, floor in self.select_floor.items():
+            _check(
+                not isinstance(floor, str) or floor == FLOOR_INPUT,
+                where,
+                f"select_floor.{split}",
+                f'must be a PSNR in dB or "{FLOOR_INPUT}", got {floor!r}',
+            )
         _check(
             self.crop_size >= 8 and self.crop_size % 8 == 0,
             where,

@@ -53,7 +53,13 @@ def test_the_shipped_semi_config_is_release_sharp_with_an_equal_budget_control()
     )
     as_sharp = semi.data.labeled.rain.to_dict() | {"clean_probability": None}
     assert as_sharp == sharp.data.labeled.rain.to_dict() | {"clean_probability": None}
-    assert semi.train.select_floor == sharp.train.select_floor == {"none": 35.0}
+    assert semi.train.select_floor == sharp.train.select_floor
+    assert sharp.train.select_floor == {
+        "none": 35.0,
+        "light": "input",
+        "medium": "input",
+        "heavy": "input",
+    }
 
 
 def test_ablations_switch_off_their_component():

@@ -7,6 +7,7 @@ need nothing outside the repository.
 from __future__ import annotations
 
 import json
+from math import inf
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from moss_tf.data import build_test_sets
 from moss_tf.data.data_config import DataConfig
 from moss_tf.errors import DataError
 from moss_tf.train import checkpoints as ckpt
+from moss_tf.train.callbacks import _below_floor
 from moss_tf.train.stage import run_stage
 
 FAST = [
@@ -199,3 +201,25 @@ def test_evaluate_per_image_numbers_match_the_split_means(tmp_path):
     assert evaluate.main(args) == 0 and "images" not in json.loads(out.read_text())
     with pytest.raises(SystemExit):
         evaluate.parse_args(["--per-image"])  # per-image numbers go into --json
+
+
+def _scores(**splits):
+    return {
+        name: {"psnr_rgb": out, "input_psnr_rgb": rainy} for name, (out, rainy) in splits.items()
+    }
+
+
+def test_an_input_floor_keeps_a_validation_that_does_not_improve_on_the_rain_from_being_chosen():
+    floors = {"none": 35.0, "light": "input", "heavy": "input"}
+    assert _below_floor(_scores(none=(36, inf), light=(33.2, 33.1), heavy=(22, 16)), floors) == []
+    under = _below_floor(_scores(none=(34, inf), light=(33.1, 33.1), heavy=(22, 16)), floors)
+    assert under == ["none 34.00 < 35.00", "light 33.10 <= input 33.10"]
+
+
+def test_an_input_floor_on_rain_free_photos_or_an_unknown_word_is_refused_by_name():
+    with pytest.raises(ConfigError, match=r'train\.select_floor\.none: "input" needs a rained'):
+        _below_floor(_scores(none=(40, inf)), {"none": "input"})
+    with pytest.raises(
+        ConfigError, match=r'select_floor=\{light: inputs\}: must be a PSNR in dB or "input"'
+    ):
+        load_config("demo", ["train.select_floor={light: inputs}"])

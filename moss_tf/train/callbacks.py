@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from moss_tf.config import FLOOR_INPUT
 from moss_tf.errors import ConfigError, TrainingError
 from moss_tf.infer.scoring import evaluate
 from moss_tf.train import checkpoints as ckpt
@@ -305,13 +306,26 @@ def _check_split_names(key: str, names, splits) -> None:
         )
 
 
-def _below_floor(scores: dict, select_floor: dict[str, float]) -> list[str]:
-    """``split psnr < floor`` for each ``train.select_floor`` split under its floor."""
-    return [
-        f"{split} {scores[split]['psnr_rgb']:.2f} < {floor:.2f}"
-        for split, floor in select_floor.items()
-        if not scores[split]["psnr_rgb"] >= floor
-    ]
+def _below_floor(scores: dict, select_floor: dict[str, float | str]) -> list[str]:
+    """``split psnr < floor`` for each ``train.select_floor`` split under its floor.
+
+    A floor of ``"input"`` is the split's rainy input: the network must improve on it.
+    """
+    under = []
+    for split, floor in select_floor.items():
+        psnr = scores[split]["psnr_rgb"]
+        if floor == FLOOR_INPUT:
+            rainy = scores[split]["input_psnr_rgb"]
+            if math.isinf(rainy):
+                raise ConfigError(
+                    f'train.select_floor.{split}: "{FLOOR_INPUT}" needs a rained split, '
+                    f"and {split}'s inputs are rain-free: give a PSNR floor instead"
+                )
+            if not psnr > rainy:
+                under.append(f"{split} {psnr:.2f} <= input {rainy:.2f}")
+        elif not psnr >= floor:
+            under.append(f"{split} {psnr:.2f} < {floor:.2f}")
+    return under
 
 
 class Validation(StepCallback):
