@@ -301,6 +301,15 @@ class ExperimentConfig(Section):
             value = getattr(self, f.name)
             if dataclasses.is_dataclass(value):
                 value.validate(f.name)
+        for split, floor in self.train.select_floor.items():
+            rain_free = split in self.data.holdout_rain and self.data.holdout_rain[split] is None
+            _check(
+                not (floor == FLOOR_INPUT and rain_free),
+                "train",
+                f"select_floor.{split}",
+                f'"{FLOOR_INPUT}" needs a rained split, and data.holdout_rain.{split} is '
+                "rain-free (null): give a PSNR floor instead",
+            )
 
 
 # --------------------------------------------------------------------------- parsing

@@ -223,3 +223,5 @@ def test_an_input_floor_on_rain_free_photos_or_an_unknown_word_is_refused_by_nam
         ConfigError, match=r'select_floor=\{light: inputs\}: must be a PSNR in dB or "input"'
     ):
         load_config("demo", ["train.select_floor={light: inputs}"])
+    with pytest.raises(ConfigError, match=r'select_floor=\{none: input\}: "input" needs a rained'):
+        load_config("release_sharp", ["train.select_floor={none: input}"])
